@@ -1,0 +1,55 @@
+# Copyright 2026 The videomamba authors. Licensed under the Apache License, Version 2.0.
+"""VideoMamba for transformers.
+
+Importing this package registers VideoMamba with transformers' Auto classes (`AutoConfig`, `AutoModel`,
+`AutoModelForVideoClassification`, `AutoModelForImageClassification`), and marks the classes so that every
+`save_pretrained` folder also loads with `trust_remote_code=True` where this package is not installed.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForVideoClassification,
+)
+
+from .configuration_videomamba import VIDEOMAMBA_PRESETS, VideoMambaConfig
+from .modeling_videomamba import (
+    VideoMambaForImageClassification,
+    VideoMambaForVideoClassification,
+    VideoMambaModel,
+    VideoMambaPreTrainedModel,
+    is_mamba_ssm_available,
+    is_triton_scan_available,
+)
+
+
+__version__ = "0.1.0"
+
+AUTO_MODEL_CLASSES = {
+    "AutoModel": VideoMambaModel,
+    "AutoModelForVideoClassification": VideoMambaForVideoClassification,
+    "AutoModelForImageClassification": VideoMambaForImageClassification,
+}
+
+AutoConfig.register("videomamba", VideoMambaConfig, exist_ok=True)
+for _auto, _model in zip(
+    (AutoModel, AutoModelForVideoClassification, AutoModelForImageClassification), AUTO_MODEL_CLASSES.values()
+):
+    _auto.register(VideoMambaConfig, _model, exist_ok=True)
+
+VideoMambaConfig.register_for_auto_class()
+for _auto_name, _model in AUTO_MODEL_CLASSES.items():
+    _model.register_for_auto_class(_auto_name)
+
+
+__all__ = [
+    "VIDEOMAMBA_PRESETS",
+    "VideoMambaConfig",
+    "VideoMambaModel",
+    "VideoMambaPreTrainedModel",
+    "VideoMambaForVideoClassification",
+    "VideoMambaForImageClassification",
+    "is_mamba_ssm_available",
+    "is_triton_scan_available",
+]
