@@ -383,8 +383,15 @@ class VideoMambaMixer(nn.Module):
     # --- stock mamba-ssm + causal-conv1d kernels -------------------------------------------------------------------
     def mamba_ssm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The official composition of the stock kernels, in their (batch, channels, length) layout."""
-        from causal_conv1d import causal_conv1d_fn
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        # Optional kernels, imported in a try block: transformers' remote-code import check skips try blocks, so a
+        # save_pretrained folder loads with trust_remote_code=True where mamba-ssm is not installed.
+        try:
+            from causal_conv1d import causal_conv1d_fn
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+        except ImportError as error:
+            raise ImportError(
+                "scan_backend='mamba_ssm' needs mamba-ssm and causal-conv1d (pip install 'videomamba[cuda]')."
+            ) from error
 
         batch, length, _ = hidden_states.shape
         # in_proj straight into (batch, 2 * intermediate, length) with a unit stride along the length.
