@@ -268,6 +268,7 @@ def test_image_classification_exact(tmp_path, gen):
     with torch.no_grad():
         ours = model(images).logits
     assert_rel_close(ours, official_logits(sd, images))
+    assert "Conv2d patch embedding is stored as the equal Conv3d" in (tmp_path / "out" / "README.md").read_text()
     processor = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
     assert processor["size"] == {"shortest_edge": int(IMG / 0.875)} and processor["resample"] == 3
     assert processor["crop_size"] == {"height": IMG, "width": IMG}
@@ -594,6 +595,7 @@ def test_folder_contents(video_folder):
     assert card.startswith("---\nlicense: apache-2.0")
     assert "videomamba_t16_k400_f8_res224.pth" in card and "pipeline_tag: video-classification" in card
     assert "76.9" in card  # the model zoo's top-1 for this file name
+    assert "Conv2d" not in card
     info = json.loads((out / "conversion_info.json").read_text())
     assert len(info["source"]["sha256"]) == 64
     assert info["key_map"]["patch_embed.proj.weight"] == "videomamba.embeddings.patch_embeddings.projection.weight"

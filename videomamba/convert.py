@@ -606,12 +606,15 @@ def _model_card(config, info: dict, model_class: str, record: dict, labels_given
 
     title = described.get("size") or "VideoMamba"
     lines = [f"# {title} ({source['file']}), converted", ""]
+    conv_note = (
+        "; the image model's Conv2d patch embedding is stored as the equal Conv3d of temporal size 1"
+        if record["layout"]["patch_embed"] == "conv2d" else ""
+    )
     lines.append(
         f"This folder holds the official VideoMamba checkpoint `{source['file']}` (OpenGVLab/VideoMamba, "
-        "https://huggingface.co/OpenGVLab/VideoMamba, Apache-2.0) converted to the transformers-native "
-        f"[`videomamba`](https://github.com/OpenGVLab/VideoMamba) implementation as `{model_class}`, by "
-        "`videomamba-convert`. The weights are the official ones, unchanged (renamed; the image model's Conv2d "
-        "patch embedding is stored as the equivalent Conv3d of temporal size 1)."
+        "https://huggingface.co/OpenGVLab/VideoMamba, Apache-2.0) converted by `videomamba-convert` to "
+        f"`{model_class}` of the transformers-native `videomamba` package. The weights are the official values, "
+        f"unchanged (renamed{conv_note})."
     )
     lines += ["", "| | |", "|---|---|", f"| source file | `{source['file']}` |", f"| sha256 | `{source['sha256']}` |"]
     for name, key in (("model", "size"), ("training data", "dataset")):
@@ -637,17 +640,17 @@ def _model_card(config, info: dict, model_class: str, record: dict, labels_given
         ]
     kept = [name for name in (CLIP_DECODER_NAME, EXTRAS_NAME) if record["extras"].get(name)]
     if kept:
-        lines += [
+        text = (
             "Tensors of the official model that `" + model_class + "` does not use are kept unchanged, under their "
-            "official names, in " + ", ".join(f"`{k}`" for k in kept) + " (see `conversion_info.json`)."
-        ]
+            "official names, in " + ", ".join(f"`{k}`" for k in kept) + " (listed in `conversion_info.json`)."
+        )
         if record.get("clip_decoder"):
-            lines += [
+            text += (
                 " `clip_decoder.safetensors` holds the masked-alignment decoder (`clip_decoder.{k}.head` Linear, "
                 "`clip_decoder.{k}.norm` LayerNorm) for further masked pretraining; its settings are under "
                 "`clip_decoder` in `conversion_info.json`."
-            ]
-        lines.append("")
+            )
+        lines += [text, ""]
     if record["dropped"]["keys"]:
         lines += [
             "Dropped at conversion (asked for with "
