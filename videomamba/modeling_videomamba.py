@@ -26,14 +26,19 @@ from .selective_scan_torch import causal_depthwise_conv1d, selective_scan
 
 
 @functools.lru_cache(maxsize=None)
-def is_mamba_ssm_available() -> bool:
-    """True when the stock CUDA kernels (`mamba-ssm` selective scan and `causal-conv1d`) import."""
+def _stock_kernels():
+    """`(causal_conv1d_fn, selective_scan_fn)` from `causal-conv1d` and `mamba-ssm`, or None when they don't import."""
     try:
-        from causal_conv1d import causal_conv1d_fn  # noqa: F401
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+        from causal_conv1d import causal_conv1d_fn
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except Exception:
-        return False
-    return torch.cuda.is_available()
+        return None
+    return causal_conv1d_fn, selective_scan_fn
+
+
+def is_mamba_ssm_available() -> bool:
+    """True when the stock CUDA kernels (`mamba-ssm` selective scan and `causal-conv1d`) import and a GPU is present."""
+    return torch.cuda.is_available() and _stock_kernels() is not None
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,6 +51,11 @@ def is_triton_scan_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """Float32 for half types; float32 and float64 stay as they are (float64 runs are used as references)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def drop_path(hidden_states: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
@@ -79,10 +89,10 @@ class VideoMambaRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states.float()
+        hidden_states = upcast(hidden_states)
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
         hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return (hidden_states * self.weight.float()).to(self.weight.dtype)
+        return (hidden_states * upcast(self.weight)).to(self.weight.dtype)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
@@ -93,7 +103,7 @@ class VideoMambaLayerNorm(nn.LayerNorm):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         out = F.layer_norm(
-            hidden_states.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
+            upcast(hidden_states), self.normalized_shape, upcast(self.weight), upcast(self.bias), self.eps
         )
         return out.to(self.weight.dtype)
 
@@ -122,7 +132,7 @@ def interpolate_spatial_position_embeddings(position_embeddings: torch.Tensor, h
     hidden = patch_positions.shape[-1]
     patch_positions = patch_positions.reshape(1, grid, grid, hidden).permute(0, 3, 1, 2)
     patch_positions = F.interpolate(
-        patch_positions.float(), size=(height, width), mode="bicubic", align_corners=False
+        upcast(patch_positions), size=(height, width), mode="bicubic", align_corners=False
     ).to(position_embeddings.dtype)
     patch_positions = patch_positions.permute(0, 2, 3, 1).reshape(1, height * width, hidden)
     return torch.cat([cls_position, patch_positions], dim=1)
@@ -133,7 +143,7 @@ def interpolate_temporal_position_embeddings(temporal_embeddings: torch.Tensor, 
     if temporal_embeddings.shape[1] == num_positions:
         return temporal_embeddings
     resized = F.interpolate(
-        temporal_embeddings.float().permute(0, 2, 1), size=num_positions, mode="linear", align_corners=False
+        upcast(temporal_embeddings).permute(0, 2, 1), size=num_positions, mode="linear", align_corners=False
     )
     return resized.permute(0, 2, 1).to(temporal_embeddings.dtype)
 
@@ -359,9 +369,9 @@ class VideoMambaMixer(nn.Module):
         x_dbl = x_proj(x)
         dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
         dt = F.linear(dt, dt_proj.weight)
-        A = -torch.exp(A_log.float())
+        A = -torch.exp(upcast(A_log))
         y, last_state = selective_scan(
-            x, dt, A, B, C, D.float(), z=z, dt_bias=dt_proj.bias.float(), delta_softplus=True,
+            x, dt, A, B, C, upcast(D), z=z, dt_bias=upcast(dt_proj.bias), delta_softplus=True,
             initial_state=ssm_state, return_final_state=True,
         )
         if not return_states:
@@ -383,9 +393,7 @@ class VideoMambaMixer(nn.Module):
     # --- stock mamba-ssm + causal-conv1d kernels -------------------------------------------------------------------
     def mamba_ssm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The official composition of the stock kernels, in their (batch, channels, length) layout."""
-        from causal_conv1d import causal_conv1d_fn
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-
+        causal_conv1d_fn, selective_scan_fn = _stock_kernels()
         batch, length, _ = hidden_states.shape
         # in_proj straight into (batch, 2 * intermediate, length) with a unit stride along the length.
         weight = self.in_proj.weight
@@ -438,7 +446,7 @@ class VideoMambaBlock(GradientCheckpointingLayer):
         """`hidden_states`, `residual`: `(batch, length, hidden)` -> `(mixer output, residual)`."""
         residual = hidden_states if residual is None else residual + self.drop_path(hidden_states)
         if self.residual_in_fp32:
-            residual = residual.float()
+            residual = upcast(residual)
         hidden_states = self.mixer(self.norm(residual))
         return hidden_states, residual
 
