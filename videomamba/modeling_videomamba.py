@@ -53,6 +53,17 @@ def is_triton_scan_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
+def _fused_add_norm():
+    """The Triton fused residual-add + RMSNorm (`fused_add_rms_norm`), or None when Triton or CUDA is missing."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        return importlib.import_module(f"{__package__}.fused_add_norm_triton").fused_add_rms_norm
+    except Exception:
+        return None
+
+
 def upcast(tensor: torch.Tensor) -> torch.Tensor:
     """Float32 for half types; float32 and float64 stay as they are (float64 runs are used as references)."""
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
@@ -444,11 +455,24 @@ class VideoMambaBlock(GradientCheckpointingLayer):
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None):
         """`hidden_states`, `residual`: `(batch, length, hidden)` -> `(mixer output, residual)`."""
-        residual = hidden_states if residual is None else residual + self.drop_path(hidden_states)
-        if self.residual_in_fp32:
-            residual = upcast(residual)
-        hidden_states = self.mixer(self.norm(residual))
-        return hidden_states, residual
+        if residual is not None:
+            hidden_states = self.drop_path(hidden_states)
+        normed, residual = add_and_norm(self.norm, hidden_states, residual, self.residual_in_fp32, self.mixer)
+        return self.mixer(normed), residual
+
+
+def add_and_norm(norm, hidden_states, residual, residual_in_fp32, mixer):
+    """`(norm(residual + hidden_states), residual + hidden_states)`, the sum kept in float32 when `residual_in_fp32`.
+
+    When the mixer runs a CUDA kernel backend and Triton is present, one fused kernel does the add and the RMSNorm.
+    """
+    fused = _fused_add_norm() if isinstance(norm, VideoMambaRMSNorm) and hidden_states.is_cuda else None
+    if fused is not None and mixer.resolve_backend(hidden_states) != "torch":
+        return fused(hidden_states, residual, norm.weight, norm.variance_epsilon, residual_in_fp32)
+    residual = hidden_states if residual is None else residual + hidden_states
+    if residual_in_fp32:
+        residual = upcast(residual)
+    return norm(residual), residual
 
 
 REMOTE_CODE_AUTO_MAP = {
@@ -643,10 +667,11 @@ class VideoMambaModel(VideoMambaPreTrainedModel):
             hidden_states, residual = layer(hidden_states, residual)
             if output_hidden_states:
                 all_hidden_states.append(residual)
-        residual = residual + self.drop_path(hidden_states)
+        last_hidden_state, residual = add_and_norm(
+            self.norm_f, self.drop_path(hidden_states), residual, self.config.residual_in_fp32, self.layers[-1].mixer
+        )
         if output_hidden_states:
             all_hidden_states.append(residual)
-        last_hidden_state = self.norm_f(residual)
         pooled_output = last_hidden_state[:, 0]
 
         if not return_dict:
