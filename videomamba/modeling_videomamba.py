@@ -419,11 +419,11 @@ class VideoMambaMixer(nn.Module):
             conv1d, x_proj, dt_proj, A_log, D = self.direction_parameters(backward)
             x, z = xz_dir.chunk(2, dim=1)
             x = causal_conv1d_fn(x, conv1d.weight.squeeze(1), conv1d.bias, activation="silu")
-            x_dbl = F.linear(x.transpose(1, 2).reshape(batch * length, -1), x_proj.weight.to(x.dtype))
-            dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
-            dt = (dt_proj.weight.to(dt.dtype) @ dt.t()).view(-1, batch, length).transpose(0, 1)
-            B = B.view(batch, length, -1).transpose(1, 2).contiguous()
-            C = C.view(batch, length, -1).transpose(1, 2).contiguous()
+            # Projections straight in (batch, channels, length): B, C and dt come out with a unit stride along the
+            # length, as the scan kernel reads them, with no transposed copies.
+            x_dbl = torch.matmul(x_proj.weight.to(x.dtype), x)  # (batch, rank + 2 * state, length)
+            dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=1)
+            dt = torch.matmul(dt_proj.weight.to(dt.dtype), dt)  # (batch, intermediate, length)
             return selective_scan_fn(
                 x, dt, -torch.exp(A_log.float()), B, C, D.float(), z=z,
                 delta_bias=dt_proj.bias.float(), delta_softplus=True,
