@@ -124,6 +124,27 @@ def test_chunked_stateless_kernel_route_equals_full(video_model, clip, chunk_siz
     torch.testing.assert_close(out.last_hidden_state, full, rtol=1e-5, atol=2e-5)
 
 
+def test_scans_never_see_more_than_a_chunk(video_model, clip):
+    """Memory is bounded by the chunk: every scan call gets at most `chunk_size` tokens, each direction covers the
+    whole sequence once per block, and states are carried between consecutive chunks only."""
+    calls = []
+
+    class Recording(long_video.TorchDirectionScan):
+        def __call__(self, mixer, x, z, backward, conv_state=None, ssm_state=None):
+            calls.append((mixer.layer_idx, backward, x.shape[1], conv_state is None, ssm_state is None))
+            return super().__call__(mixer, x, z, backward, conv_state, ssm_state)
+
+    chunked_forward(video_model, clip, chunk_size=10, backend=Recording())
+    assert max(length for *_, length, _, _ in calls) == 10
+    for layer in range(3):
+        for backward in (False, True):
+            lengths = [c[2] for c in calls if c[:2] == (layer, backward)]
+            fresh = [c[3] and c[4] for c in calls if c[:2] == (layer, backward)]
+            assert sum(lengths) == 97 and len(lengths) == 10
+            assert lengths == ([10] * 9 + [7] if not backward else [7] + [10] * 9)
+            assert fresh == [True] + [False] * 9
+
+
 def test_dropping_the_carried_states_is_detected(video_model, clip):
     """The tests above can fail: without the scan-state contribution or the conv state the result is off."""
     full = video_model(clip, interpolate_pos_encoding=True).last_hidden_state
@@ -204,8 +225,12 @@ def test_choose_chunk_size():
 def test_non_positive_chunk_size_is_a_clear_error(video_model, clip, chunk_size):
     with pytest.raises(ValueError, match="chunk_size must be a positive number of tokens"):
         chunked_forward(video_model, clip, chunk_size=chunk_size)
-    with pytest.raises(ValueError, match="chunk_size must be a positive"):
-        long_video.main(["features", "x.mp4", "--model", "m", "--chunk-size", str(chunk_size)])
+
+def test_cli_rejects_non_positive_chunk_size(capsys):
+    for value in ("0", "-4"):
+        with pytest.raises(SystemExit):
+            long_video.run_cli(["features", "x.mp4", "--model", "m", "--chunk-size", value])
+        assert "--chunk-size: must be a positive number of tokens" in capsys.readouterr().err
 
 
 def test_other_bad_arguments(video_model, clip):
@@ -379,7 +404,7 @@ def test_cli_classify_and_features(tmp_path, long_mp4, capsys):
     model.config.id2label = {i: f"class_{i}" for i in range(5)}
     model.config.label2id = {v: k for k, v in model.config.id2label.items()}
     model.save_pretrained(tmp_path / "model")
-    summary = long_video.main([
+    summary = long_video.run_cli([
         "classify", str(long_mp4), "--model", str(tmp_path / "model"), "--fps", "2", "--device", "cpu",
         "--chunk-size", "13", "--top-k", "3", "--no-progress", "--output", str(tmp_path / "top.json"),
     ])
@@ -390,7 +415,7 @@ def test_cli_classify_and_features(tmp_path, long_mp4, capsys):
     np.testing.assert_allclose([entry["score"] for entry in summary["top_k"]], scores.tolist(), atol=1e-5)
     assert json.loads((tmp_path / "top.json").read_text())["frames"] == 40
 
-    summary = long_video.main([
+    summary = long_video.run_cli([
         "features", str(long_mp4), "--model", str(tmp_path / "model"), "--fps", "2", "--device", "cpu",
         "--segment-seconds", "5", "--no-progress", "--output", str(tmp_path / "segments.safetensors"),
     ])

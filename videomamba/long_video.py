@@ -531,11 +531,13 @@ def chunked_forward(
     tokens_per_frame = (pixel_values.shape[-2] // config.patch_size) * (pixel_values.shape[-1] // config.patch_size)
     steps = num_frames // config.tubelet_size
     length = 1 + steps * tokens_per_frame
-    device, scan, chunk_size = _prepare(backbone, length, batch, chunk_size, backend, offload)
+    _check_chunk_size(chunk_size)
+    device = backbone.norm_f.weight.device
     buffer_device = torch.device("cpu") if offload else device
     stream = torch.empty(batch, length, config.hidden_size, dtype=_residual_dtype(backbone), device=buffer_device)
     if offload and device.type == "cuda":
         stream = stream.pin_memory()
+    _, scan, chunk_size = _prepare(backbone, length, batch, chunk_size, backend, offload)  # after the stream exists
     frames_per_batch = max(config.tubelet_size, frames_per_batch - frames_per_batch % config.tubelet_size)
     position = 1
     for first in range(0, num_frames, frames_per_batch):
@@ -771,6 +773,18 @@ def _save_features(path: Path, arrays: dict):
     os.replace(temporary, path)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of tokens, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of tokens, got {value}; leave it out to choose it from the free memory"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m videomamba.long_video",
@@ -784,7 +798,8 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--fps", type=float, default=None, help="frames sampled per second (default 1)")
     sampling.add_argument("--num-frames", type=int, default=None, help="sample this many frames, evenly spread")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many sampled frames")
-    parser.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (default: from free memory)")
+    parser.add_argument("--chunk-size", type=_positive_int, default=None,
+                        help="tokens per chunk (default: chosen from the free memory)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="autocast dtype (default: bfloat16 on CUDA, float32 on CPU)")
@@ -801,12 +816,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None):
+def run_cli(argv=None) -> dict:
+    """Run the CLI on `argv` and return its JSON summary (also printed)."""
     args = build_parser().parse_args(argv)
-    from . import VideoMambaForVideoClassification, VideoMambaModel
+    from .modeling_videomamba import VideoMambaForVideoClassification, VideoMambaModel
 
-    if args.chunk_size is not None:
-        _check_chunk_size(args.chunk_size)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype_name = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     dtype = getattr(torch, dtype_name)
@@ -848,6 +862,11 @@ def main(argv=None):
     return summary
 
 
+def main(argv=None) -> int:
+    run_cli(argv)
+    return 0
+
+
 __all__ = [
     "LongVideoOutput",
     "StatelessKernelDirectionScan",
@@ -866,8 +885,9 @@ __all__ = [
     "get_direction_scan",
     "pool_segments",
     "run_blocks_chunked",
+    "run_cli",
 ]
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(main())
