@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 import tracemalloc
@@ -31,6 +32,15 @@ from videomamba.streaming import StreamingVideoReader, preprocess_frames, probe_
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These tests run many tiny ops (chunk size 1 is ~600 scan calls); on a shared CPU one thread is ~10x faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def long_memory_(model):
@@ -334,6 +344,8 @@ def test_file_without_video_stream_is_a_clear_error(tmp_path, video_model):
         StreamingVideoReader(audio, fps=0)
     with pytest.raises(ValueError, match="not both"):
         StreamingVideoReader(audio, fps=1, num_frames=3)
+    with pytest.raises(ValueError, match="apply when `video` is a path"):
+        encode_long_video(video_model, [], fps=2, progress=False)
 
 
 def test_preprocess_frames():
@@ -436,7 +448,7 @@ def test_cli_runs_as_a_module(tmp_path, long_mp4):
     result = subprocess.run(
         [sys.executable, "-m", "videomamba.long_video", "features", str(long_mp4), "--model",
          str(tmp_path / "backbone"), "--num-frames", "6", "--device", "cpu", "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["features_shape"] == [6, 32]
@@ -447,9 +459,18 @@ def test_cli_runs_as_a_module(tmp_path, long_mp4):
 # --- GPU -----------------------------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def no_tf32():
+    """Full float32 on the GPU (cuDNN convolutions default to TF32, whose algorithm may differ by input size)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["torch", "mamba_ssm", "auto"])
-def test_chunked_equals_full_cuda(backend, clip):
+def test_chunked_equals_full_cuda(backend, clip, no_tf32):
     from videomamba import is_mamba_ssm_available
 
     if backend == "mamba_ssm" and not is_mamba_ssm_available():

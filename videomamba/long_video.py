@@ -341,8 +341,10 @@ def run_blocks_chunked(backbone, stream: torch.Tensor, chunk_size: int, directio
     device = backbone.norm_f.weight.device
     batch, length, _ = stream.shape
     starts = list(range(0, length, chunk_size))
+    non_blocking = stream.device.type == "cpu" and device.type == "cuda" and stream.is_pinned()
     outputs = torch.zeros_like(stream)  # the blocks' mixer outputs ("hidden_states")
-    non_blocking = stream.device.type == "cpu" and stream.is_pinned()
+    if non_blocking:
+        outputs = outputs.pin_memory()
 
     def load(buffer, start, end):
         return buffer[:, start:end].to(device, non_blocking=non_blocking)
@@ -652,6 +654,11 @@ def encode_long_video(
         reader = StreamingVideoReader(
             video, fps=fps, num_frames=num_frames, image_size=config.image_size, batch_size=frames_per_batch,
             max_frames=max_frames,
+        )
+    elif fps is not None or num_frames is not None or max_frames is not None:
+        raise ValueError(
+            "fps, num_frames and max_frames apply when `video` is a path; for an iterable of frame batches, sample "
+            "when making it (e.g. StreamingVideoReader(path, fps=...))."
         )
     else:
         reader = video
