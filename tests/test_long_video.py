@@ -49,7 +49,8 @@ def long_memory_(model):
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith(("A_log", "A_b_log")):
-                parameter.copy_(torch.empty(parameter.shape).uniform_(math.log(0.02), math.log(0.5), generator=generator))
+                values = torch.empty(parameter.shape).uniform_(math.log(0.02), math.log(0.5), generator=generator)
+                parameter.copy_(values)
             elif "dt_proj" in name and name.endswith("bias"):
                 parameter.copy_(torch.empty(parameter.shape).uniform_(-3.0, -1.0, generator=generator))
             elif name.endswith("temporal_position_embeddings") or name.endswith("cls_token"):
@@ -91,7 +92,7 @@ def stateless_scan(block_size=5):
     return StatelessKernelDirectionScan(reference_causal_conv1d_fn, reference_selective_scan_fn, block_size=block_size)
 
 
-# --- exact chunked inference -------------------------------------------------------------------------------------------
+# --- exact chunked inference -----------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +211,24 @@ def test_chunked_equals_full_other_configs(clip, overrides):
     for chunk_size in (3, 16):
         out = chunked_forward(model, clip[:1], chunk_size=chunk_size, backend="torch", offload=True)
         torch.testing.assert_close(out.last_hidden_state, full, rtol=1e-5, atol=2e-5)
+
+
+def test_chunked_bf16_close_to_full(clip):
+    """bf16 autocast and bf16 weights: chunked stays as close to the full bf16 pass as bf16 itself is to float32."""
+    torch.manual_seed(12)
+    model = build_model(num_hidden_layers=2)
+    pixels = clip[:1, :6]
+    reference = model(pixels, interpolate_pos_encoding=True).last_hidden_state
+    scale = reference.abs().max()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full = model(pixels, interpolate_pos_encoding=True).last_hidden_state.float()
+        for backend in ("torch", stateless_scan()):
+            out = chunked_forward(model, pixels, chunk_size=5, backend=backend).last_hidden_state.float()
+            assert (out - full).abs().max() < 0.02 * scale
+    model = model.to(torch.bfloat16)
+    full = model(pixels, interpolate_pos_encoding=True).last_hidden_state.float()
+    out = chunked_forward(model, pixels, chunk_size=5).last_hidden_state
+    assert out.dtype == torch.bfloat16 and (out.float() - full).abs().max() < 0.02 * scale
 
 
 def test_chunked_classify_and_auto_chunk_size(clip):
@@ -356,7 +375,7 @@ def test_preprocess_frames():
     assert torch.allclose(out[:, :, :, 6:14], torch.ones(()), atol=1e-3) and out[:, :, :, 0].max() < 0.05
 
 
-# --- the long-video API and CLI ----------------------------------------------------------------------------------------
+# --- the long-video API and CLI --------------------------------------------------------------------------------------
 
 
 def full_reference(model, long_mp4, fps):
@@ -456,7 +475,7 @@ def test_cli_runs_as_a_module(tmp_path, long_mp4):
     assert np.load(tmp_path / "frames_timestamps.npy").shape == (6,)
 
 
-# --- GPU -----------------------------------------------------------------------------------------------------------
+# --- GPU -------------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture

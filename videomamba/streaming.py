@@ -65,7 +65,9 @@ def preprocess_frames(
     if crop_size > image_size:
         raise ValueError(f"crop_size ({crop_size}) must not exceed image_size ({image_size}).")
     if frames.ndim != 4:
-        raise ValueError(f"frames must be (frames, height, width, 3) or (frames, 3, height, width); got {frames.shape}.")
+        raise ValueError(
+            f"frames must be (frames, height, width, 3) or (frames, 3, height, width); got {tuple(frames.shape)}."
+        )
     if frames.shape[-1] == 3 and frames.shape[1] != 3:
         frames = frames.permute(0, 3, 1, 2)
     height, width = frames.shape[-2:]
@@ -74,7 +76,9 @@ def preprocess_frames(
     new_width = max(crop_size, round(width * scale))
     pixels = frames.float()
     if (new_height, new_width) != (height, width):
-        pixels = F.interpolate(pixels, size=(new_height, new_width), mode="bilinear", align_corners=False, antialias=True)
+        pixels = F.interpolate(
+            pixels, size=(new_height, new_width), mode="bilinear", align_corners=False, antialias=True
+        )
     top, left = (new_height - crop_size) // 2, (new_width - crop_size) // 2
     pixels = pixels[:, :, top : top + crop_size, left : left + crop_size]
     mean_t = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(1, -1, 1, 1)
