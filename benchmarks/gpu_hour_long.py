@@ -30,7 +30,6 @@ Usage (H100, about 5-10 minutes in all; --cases picks a subset):
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import tiny_config
 from videomamba import VideoMambaForVideoClassification, VideoMambaModel

@@ -39,7 +39,6 @@ CLI: `python -m videomamba.long_video classify|features VIDEO --model FOLDER [--
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -485,7 +484,8 @@ def _backbone(model):
     return backbone
 
 
-def _prepare(backbone, length, batch, chunk_size, backend, offload):
+def _prepare(backbone, length, batch, chunk_size, backend):
+    """The device, the direction scan and the chunk size (chosen from the free memory when None)."""
     _check_chunk_size(chunk_size)
     device = backbone.norm_f.weight.device
     scan = get_direction_scan(backend if backend is not None else backbone.config.scan_backend, device)
@@ -539,7 +539,7 @@ def chunked_forward(
     stream = torch.empty(batch, length, config.hidden_size, dtype=_residual_dtype(backbone), device=buffer_device)
     if offload and device.type == "cuda":
         stream = stream.pin_memory()
-    _, scan, chunk_size = _prepare(backbone, length, batch, chunk_size, backend, offload)  # after the stream exists
+    _, scan, chunk_size = _prepare(backbone, length, batch, chunk_size, backend)  # after the stream exists
     frames_per_batch = max(config.tubelet_size, frames_per_batch - frames_per_batch % config.tubelet_size)
     position = 1
     for first in range(0, num_frames, frames_per_batch):
@@ -706,7 +706,7 @@ def encode_long_video(
     stream = tokens.finish()
     length = stream.shape[1]
     steps = (length - 1) // tokens_per_frame
-    _, scan, chunk_size = _prepare(backbone, length, 1, chunk_size, backend, offload)
+    _, scan, chunk_size = _prepare(backbone, length, 1, chunk_size, backend)
     finish_embeddings(embeddings, stream, steps, tokens_per_frame, chunk_size)
     run_blocks_chunked(backbone, stream, min(chunk_size, length), scan, progress)
 
