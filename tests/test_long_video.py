@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from .conftest import tiny_config
 from videomamba import VideoMambaForVideoClassification, VideoMambaModel
 from videomamba import long_video
 from videomamba.demo_data import write_mp4
