@@ -9,6 +9,6 @@ WHEELS=$(ls ../.wheels/kernels/*.whl .wheels/kernels/*.whl 2>/dev/null)
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -m gpu tests/test_triton_scan.py -s -p no:cacheprovider \
+timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -m gpu tests/test_triton_scan.py -s -p no:cacheprovider ${TEST_ARGS:+-k "$TEST_ARGS"} \
     2>&1 | tee "$OUT/tests.log" | grep -v "^$" | tail -${TEST_TAIL:-70}
 timeout ${BENCH_TIMEOUT:-300} python3 benchmarks/bench_scan.py --out "$OUT" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"

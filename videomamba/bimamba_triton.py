@@ -183,12 +183,27 @@ def _conv_xproj_kernel(
 
 
 @triton.jit
+def _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                FAST: tl.constexpr, TANH: tl.constexpr):
+    """One token of one direction: conv over (xt, xp1, xp2, xp3) (this, then earlier tokens in scan order), SiLU,
+    dt_proj + softplus, state update, readout, D skip and gate. Returns the new state and the gated output."""
+    pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
+    xc = pre * _sigmoid(pre, FAST, TANH)
+    delta = _softplus(tl.sum(tl.sum(wdt * dtl, axis=1), axis=0) + bdt, FAST)
+    a = _exp2(a2 * delta[None, None, :], FAST)
+    h = a * h + bv * (delta * xc)[None, None, :]
+    y = tl.sum(tl.sum(h * cv, axis=1), axis=0) + dsk * xc
+    return h, y * (zt * _sigmoid(zt, FAST, TANH))
+
+
+@triton.jit
 def _scan_fwd_kernel(
     xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr,
     L, D,
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l,
     K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, PS: tl.constexpr, BD: tl.constexpr,
     FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr, PF_DIST: tl.constexpr,
+    UNROLL: tl.constexpr, PIPE: tl.constexpr,
 ):
     """One direction of the selective scan for BD channels of one sample, gated, into out2[b, :, dir, :].
 
@@ -196,8 +211,11 @@ def _scan_fwd_kernel(
     Per-channel tables, fp32: convw (2, K, D), convb / dtb / dsk (2, D), dtw (2, D, 4 RG) = dt_proj.weight zero-padded,
     a2 (2, D, 4 NG) = A * log2(e) zero-padded. States and dt-rank live in 3D tiles (groups of 4, 4, channels):
     each lane owns one channel and all its states, and each token's B / C / dt row arrives as 16-byte broadcast loads.
-    x_dbl rows are padded: (B, L, 2, PS), PS = 4 (RG + 2 NG) (passed in), dt at 0, B at 4 RG, C at 4 (RG + NG), pads zero;
-    its strides come divided by 4 (`s_xd_b4`, `s_xd_l4`) so that the compiler knows rows are 16-byte aligned.
+    x_dbl rows are padded: (B, L, 2, PS), PS = 4 (RG + 2 NG) (passed in), dt at 0, B at 4 RG, C at 4 (RG + NG), pads
+    zero; its strides come divided by 4 (`s_xd_b4`, `s_xd_l4`) so that the compiler knows rows are 16-byte aligned.
+    UNROLL = 2 takes two tokens per iteration, their loads issued together (one memory latency per two tokens).
+    PIPE = 1 (with UNROLL = 1) loads the next token's inputs during the current token (software pipelining: the
+    memory latency overlaps the arithmetic instead of stalling every step).
     """
     pid_d = tl.program_id(0)
     dr = tl.program_id(1)
@@ -219,6 +237,9 @@ def _scan_fwd_kernel(
     cb = tl.load(convb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
     wc_base = convw_ptr + dr * K * D + offs_d
     w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
+    w1 = tl.zeros([BD], dtype=tl.float32)
+    w2 = tl.zeros([BD], dtype=tl.float32)
+    w3 = tl.zeros([BD], dtype=tl.float32)
     if K > 1:
         w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
     if K > 2:
@@ -241,9 +262,47 @@ def _scan_fwd_kernel(
     step = 1 - 2 * dr
     t = dr * (L - 1)
     lane = tl.arange(0, BD) % 32
-    for i in range(0, L):
+    if PIPE:
+        row = x_base + t * s_xz_l
+        xrow = xd_base + (t * s_xd_l4) * 4
+        nxt_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
+        nxt_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
+        nxt_dtl = tl.load(xrow + off_r3)
+        nxt_bv = tl.load(xrow + off_b3)
+        nxt_cv = tl.load(xrow + off_c3)
+        for i in range(0, L):
+            if PREFETCH:
+                if i % 32 == 0:
+                    tp = t + step * (PF_DIST + lane)
+                    tp = tl.minimum(tl.maximum(tp, 0), L - 1)
+                    _prefetch_l2(x_base + tp * s_xz_l)
+                    _prefetch_l2(x_base + tp * s_xz_l + D)
+                    prow = xd_base + tp * s_xd_l4 * 4
+                    _prefetch_l2(prow)
+                    _prefetch_l2(prow + (PS - 1))
+            xt = nxt_x
+            zt = nxt_z
+            dtl = nxt_dtl
+            bv = nxt_bv
+            cv = nxt_cv
+            tn = t + step * (i + 1 < L).to(tl.int32)  # the last iteration reloads its own token
+            row = x_base + tn * s_xz_l
+            xrow = xd_base + (tn * s_xd_l4) * 4
+            nxt_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
+            nxt_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
+            nxt_dtl = tl.load(xrow + off_r3)
+            nxt_bv = tl.load(xrow + off_b3)
+            nxt_cv = tl.load(xrow + off_c3)
+            h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                                 FAST, TANH)
+            tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
+            xp3 = xp2
+            xp2 = xp1
+            xp1 = xt
+            t = tn
+    for i in range(0, (L // UNROLL) * (1 - PIPE)):
         if PREFETCH:
-            if i % 32 == 0:
+            if (i * UNROLL) % 32 == 0:
                 tp = t + step * (PF_DIST + lane)
                 tp = tl.minimum(tl.maximum(tp, 0), L - 1)
                 _prefetch_l2(x_base + tp * s_xz_l)
@@ -252,32 +311,44 @@ def _scan_fwd_kernel(
                 _prefetch_l2(prow)
                 _prefetch_l2(prow + (PS - 1))
         row = x_base + t * s_xz_l
+        xrow = xd_base + (t * s_xd_l4) * 4
         xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
         zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-        xrow = xd_base + (t * s_xd_l4) * 4
         dtl = tl.load(xrow + off_r3)
         bv = tl.load(xrow + off_b3)
         cv = tl.load(xrow + off_c3)
-
-        pre = cb + w0 * xt
-        if K > 1:
-            pre += w1 * xp1
-        if K > 2:
-            pre += w2 * xp2
-        if K > 3:
-            pre += w3 * xp3
-        xc = pre * _sigmoid(pre, FAST, TANH)
-        dt = tl.sum(tl.sum(wdt * dtl, axis=1), axis=0) + bdt
-        delta = _softplus(dt, FAST)
-        a = _exp2(a2 * delta[None, None, :], FAST)
-        h = a * h + bv * (delta * xc)[None, None, :]
-        y = tl.sum(tl.sum(h * cv, axis=1), axis=0) + dsk * xc
-        out = y * (zt * _sigmoid(zt, FAST, TANH))
+        if UNROLL == 2:
+            row2 = row + step * s_xz_l
+            xrow2 = xrow + step * s_xd_l4 * 4
+            xt2 = tl.load(row2, mask=mask_d, other=0.0).to(tl.float32)
+            zt2 = tl.load(row2 + D, mask=mask_d, other=0.0).to(tl.float32)
+            dtl2 = tl.load(xrow2 + off_r3)
+            bv2 = tl.load(xrow2 + off_b3)
+            cv2 = tl.load(xrow2 + off_c3)
+        h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                             FAST, TANH)
         tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
-        xp3 = xp2
-        xp2 = xp1
-        xp1 = xt
-        t += step
+        if UNROLL == 2:
+            h, out2 = _scan_token(h, xt2, xt, xp1, xp2, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                                  FAST, TANH)
+            tl.store(o_base + (t + step) * s_o_l, out2.to(out_ptr.dtype.element_ty), mask=mask_d)
+            xp3 = xp1
+            xp2 = xt
+            xp1 = xt2
+        else:
+            xp3 = xp2
+            xp2 = xp1
+            xp1 = xt
+        t += UNROLL * step
+    if UNROLL == 2 and PIPE == 0:
+        if L % 2 == 1:
+            row = x_base + t * s_xz_l
+            xrow = xd_base + (t * s_xd_l4) * 4
+            xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
+            zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
+            h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, tl.load(xrow + off_r3), tl.load(xrow + off_b3),
+                                 tl.load(xrow + off_c3), a2, wdt, bdt, dsk, cb, w0, w1, w2, w3, FAST, TANH)
+            tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -690,7 +761,7 @@ def _next_pow2(n: int) -> int:
 
 
 # Launch settings (also read by benchmarks/bench_scan.py to compare variants).
-SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": False, "PF_DIST": 64}
+SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": False, "PF_DIST": 64, "UNROLL": 1, "PIPE": 0, "maxnreg": None}
 SCAN_BWD_CONFIG = {"BD": 32, "num_warps": 1, "T": 8}
 XPROJ_CONFIG = {"BT": 64, "BC": 16, "num_warps": 4, "num_stages": 2}
 XPROJ_BWD_CONFIG = {"BT": 64, "BC": 16, "num_warps": 8, "num_stages": 2}
@@ -763,11 +834,16 @@ class _Tables:
         self.wx[:, self.row_index] = x_proj_weight.detach().to(f32)
 
 
+PRECISE_FP32 = True
+
+
 def _fast_flags(dtype: torch.dtype):
-    """(FAST, TANH): hardware approximations, off in the interpreter; tanh gates only for half-precision inputs."""
+    """(FAST, TANH): hardware approximations (ex2/rcp.approx.ftz; tanh.approx gates) for half-precision inputs;
+    float32 inputs keep IEEE division (PRECISE_FP32). Off in the interpreter, which has no inline assembly."""
+    half = dtype in (torch.float16, torch.bfloat16)
     if _interpreting():
         return False, False
-    return True, dtype in (torch.float16, torch.bfloat16)
+    return half or not PRECISE_FP32, half
 
 
 def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
@@ -797,7 +873,8 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables) -> torch.
         length, d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
         out2.stride(0), out2.stride(1),
         K=tabs.k, RG=tabs.rg, NG=tabs.ng, PS=tabs.ps, BD=cfg["BD"], FAST=fast, TANH=tanh,
-        PREFETCH=cfg["PREFETCH"] and not _interpreting(), PF_DIST=cfg["PF_DIST"], num_warps=cfg["num_warps"],
+        PREFETCH=cfg["PREFETCH"] and not _interpreting(), PF_DIST=cfg["PF_DIST"], UNROLL=cfg["UNROLL"], PIPE=cfg["PIPE"],
+        num_warps=cfg["num_warps"], **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
     )
     return out2
 
