@@ -68,14 +68,15 @@ def mixer_micro(results, batch=128, frames=16, variant_names=None):
 
         # scan-kernel variants
         base = dict(bt.SCAN_FWD_CONFIG)
+        plain = dict(PIPE=0, PREFETCH=False, UNROLL=1, maxnreg=None)
         variants = {
-            "scan BD32 w1": dict(),
-            "scan maxnreg80": dict(maxnreg=80),
-            "scan pipe": dict(PIPE=1),
-            "scan pipe maxnreg128": dict(PIPE=1, maxnreg=128),
-            "scan pipe prefetch": dict(PIPE=1, PREFETCH=True),
-            "scan unroll2": dict(UNROLL=2),
-            "scan BD64 w1": dict(BD=64, num_warps=1),
+            "scan plain loop": plain,
+            "scan plain maxnreg80": dict(plain, maxnreg=80),
+            "scan plain unroll2": dict(plain, UNROLL=2),
+            "scan plain BD64 w1": dict(plain, BD=64, num_warps=1),
+            "scan pipe": dict(plain, PIPE=1),
+            "scan pipe maxnreg128": dict(plain, PIPE=1, maxnreg=128),
+            "scan pipe prefetch": dict(plain, PIPE=1, PREFETCH=True),
         }
         best = (rows["scan"][0], {})
         for name, change in variants.items():
@@ -185,6 +186,7 @@ def main():
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--skip-micro", action="store_true")
     parser.add_argument("--variants", default=None, help="comma-separated scan variants to time (default: all)")
+    # e.g. --variants "scan plain loop,scan pipe prefetch"
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     args = parser.parse_args()
