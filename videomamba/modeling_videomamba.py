@@ -334,6 +334,12 @@ class VideoMambaMixer(nn.Module):
     def resolve_backend(self, hidden_states: torch.Tensor) -> str:
         backend = self.config.scan_backend
         if backend == "auto":
+            # Measured on an H100 (Ti, bf16): the fused Triton scan is 2.1-2.3x faster than the stock kernels in
+            # inference, but its backward is slower than theirs, so training (a module in train mode with autograd
+            # on) keeps the stock kernels when they are installed. See benchmarks/NOTES_triton.md.
+            training = self.training and torch.is_grad_enabled()
+            if hidden_states.is_cuda and training and is_mamba_ssm_available():
+                return "mamba_ssm"
             if hidden_states.is_cuda and is_triton_scan_available():
                 return "triton"
             if hidden_states.is_cuda and is_mamba_ssm_available():
