@@ -17,7 +17,10 @@ import textwrap
 import pytest
 import torch
 
-from conftest import tiny_config
+try:
+    from .conftest import tiny_config
+except ImportError:  # imported as a top-level module by the interpreter subprocess
+    from conftest import tiny_config
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
