@@ -140,6 +140,8 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     variants = {  # (forward changes, backward changes or None: forward only)
         "pipe2": ({"PIPE": 2}, None),
         "stages3": ({"PIPE": 0, "STAGES": 3}, None),
+        "delta_pipe1": ({"PIPE": 1, "DELTA": True}, None),
+        "delta_plain": ({"PIPE": 0, "DELTA": True}, None),
         "bd16_pipe2": ({"PIPE": 2, "BD": 16}, {"PIPE1": True, "T": 16}),
     }
     for name, (fwd_change, bwd_change) in variants.items():
@@ -171,7 +173,7 @@ def test_interpreter_matches_float64_reference():
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results.pop("written")
     assert len([k for k in results if k.startswith("mixer_d_")]) == 16
-    assert len([k for k in results if k.startswith("var_")]) == 3 + 8
+    assert len([k for k in results if k.startswith("var_")]) == 5 + 8
     for name, err in results.items():
         assert err < 1e-5, (name, err, results)
 

@@ -192,13 +192,56 @@ def _conv_xproj_kernel(
 
 
 @triton.jit
+def _load_dt(dt_ptrs, delta_ptrs, mask_d, DELTA: tl.constexpr):
+    """The step-size input of one token: with DELTA the precomputed delta (BD,) from the output buffer, else the
+    dt part of the x_dbl row (RG, 4, BD)."""
+    if DELTA:
+        return tl.load(delta_ptrs, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        return tl.load(dt_ptrs)
+
+
+@triton.jit
+def _delta_kernel(
+    xdbl_ptr, dtw_ptr, dtb_ptr, out_ptr,
+    L, D,
+    s_xd_b, s_xd_l, s_o_b, s_o_l,
+    R: tl.constexpr, RP4: tl.constexpr, PS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    FAST: tl.constexpr,
+):
+    """delta = softplus(dt @ dt_proj.weight.T + dt_proj.bias) for one direction, into out2[b, t, dir, :] in its
+    dtype (the scan then reads it from there and overwrites it with the output). Grid (cdiv(L, BT), 2, B).
+    dt comes from x_dbl (B, L, 2, PS) fp32 (columns 0 .. R-1); dtw (2, D, RP4), dtb (2, D) fp32."""
+    pid_t = tl.program_id(0)
+    dr = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    offs_t = pid_t * BT + tl.arange(0, BT)
+    mask_t = offs_t < L
+    xrow = xdbl_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t * s_xd_l + dr * PS
+    orow = out_ptr + pid_b.to(tl.int64) * s_o_b + offs_t[:, None] * s_o_l + dr * D
+    for c0 in range(0, D, BC):
+        offs_c = c0 + tl.arange(0, BC)
+        mask_c = offs_c < D
+        acc = tl.zeros([BT, BC], dtype=tl.float32) + tl.load(dtb_ptr + dr * D + offs_c, mask=mask_c, other=0.0)[None, :]
+        for r in tl.static_range(R):
+            col = tl.load(xrow + r, mask=mask_t, other=0.0)
+            w = tl.load(dtw_ptr + (dr * D + offs_c) * RP4 + r, mask=mask_c, other=0.0)
+            acc += col[:, None] * w[None, :]
+        delta = _softplus(acc, FAST)
+        tl.store(orow + offs_c[None, :], delta.to(out_ptr.dtype.element_ty), mask=mask_t[:, None] & mask_c[None, :])
+
+
+@triton.jit
 def _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                FAST: tl.constexpr, TANH: tl.constexpr):
+                FAST: tl.constexpr, TANH: tl.constexpr, DELTA: tl.constexpr = False):
     """One token of one direction: conv over (xt, xp1, xp2, xp3) (this, then earlier tokens in scan order), SiLU,
     dt_proj + softplus, state update, readout, D skip and gate. Returns the new state and the gated output."""
     pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
     xc = pre * _sigmoid(pre, FAST, TANH)
-    delta = _softplus(tl.sum(tl.sum(wdt * dtl, axis=1), axis=0) + bdt, FAST)
+    if DELTA:
+        delta = dtl
+    else:
+        delta = _softplus(tl.sum(tl.sum(wdt * dtl, axis=1), axis=0) + bdt, FAST)
     a = _exp2(a2 * delta[None, None, :], FAST)
     h = a * h + bv * (delta * xc)[None, None, :]
     y = tl.sum(tl.sum(h * cv, axis=1), axis=0) + dsk * xc
@@ -213,6 +256,7 @@ def _scan_fwd_kernel(
     K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, PS: tl.constexpr, BD: tl.constexpr,
     FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr, PF_DIST: tl.constexpr,
     UNROLL: tl.constexpr, PIPE: tl.constexpr, PREFETCH_L1: tl.constexpr = False, STAGES: tl.constexpr = 1,
+    DELTA: tl.constexpr = False,
 ):
     """One direction of the selective scan for BD channels of one sample, gated, into out2[b, :, dir, :].
 
@@ -228,6 +272,9 @@ def _scan_fwd_kernel(
     the loads have a whole token's arithmetic to land even where the compiler sinks them to the end of the loop body.
     PREFETCH_L1 pulls the next 16..31 tokens' rows into L1 every 16 tokens (the pipelined loads then hit L1).
     STAGES > 1 (with PIPE = 0, UNROLL = 1) runs the plain loop under Triton's own software pipeliner.
+    DELTA (not with UNROLL = 2): out2 holds delta = softplus(dt_proj(dt)) on entry (`_delta_kernel`); each token's
+    delta is read from the place its output then overwrites (no dt_proj, softplus or dt row in the scan: fewer
+    registers and instructions, a shorter chain per token).
     """
     pid_d = tl.program_id(0)
     dr = tl.program_id(1)
@@ -280,7 +327,7 @@ def _scan_fwd_kernel(
         xrow = xd_base + (t * s_xd_l4) * 4
         nxt_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
         nxt_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-        nxt_dtl = tl.load(xrow + off_r3)
+        nxt_dtl = _load_dt(xrow + off_r3, o_base + t * s_o_l, mask_d, DELTA)
         nxt_bv = tl.load(xrow + off_b3)
         nxt_cv = tl.load(xrow + off_c3)
         if PIPE == 2:
@@ -289,7 +336,7 @@ def _scan_fwd_kernel(
             xrow = xd_base + (t1 * s_xd_l4) * 4
             nx2_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
             nx2_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-            nx2_dtl = tl.load(xrow + off_r3)
+            nx2_dtl = _load_dt(xrow + off_r3, o_base + t1 * s_o_l, mask_d, DELTA)
             nx2_bv = tl.load(xrow + off_b3)
             nx2_cv = tl.load(xrow + off_c3)
         for i in range(0, L):
@@ -328,7 +375,7 @@ def _scan_fwd_kernel(
                 xrow = xd_base + (tn * s_xd_l4) * 4
                 nx2_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
                 nx2_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-                nx2_dtl = tl.load(xrow + off_r3)
+                nx2_dtl = _load_dt(xrow + off_r3, o_base + tn * s_o_l, mask_d, DELTA)
                 nx2_bv = tl.load(xrow + off_b3)
                 nx2_cv = tl.load(xrow + off_c3)
             else:
@@ -337,11 +384,11 @@ def _scan_fwd_kernel(
                 xrow = xd_base + (tn * s_xd_l4) * 4
                 nxt_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
                 nxt_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-                nxt_dtl = tl.load(xrow + off_r3)
+                nxt_dtl = _load_dt(xrow + off_r3, o_base + tn * s_o_l, mask_d, DELTA)
                 nxt_bv = tl.load(xrow + off_b3)
                 nxt_cv = tl.load(xrow + off_c3)
             h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                                 FAST, TANH)
+                                 FAST, TANH, DELTA)
             tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
             xp3 = xp2
             xp2 = xp1
@@ -356,11 +403,11 @@ def _scan_fwd_kernel(
             xrow = xd_base + (tt * s_xd_l4) * 4
             xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
             zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-            dtl = tl.load(xrow + off_r3)
+            dtl = _load_dt(xrow + off_r3, o_base + tt * s_o_l, mask_d, DELTA)
             bv = tl.load(xrow + off_b3)
             cv = tl.load(xrow + off_c3)
             h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                                 FAST, TANH)
+                                 FAST, TANH, DELTA)
             tl.store(o_base + tt * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
             xp3 = xp2
             xp2 = xp1
@@ -379,7 +426,7 @@ def _scan_fwd_kernel(
         xrow = xd_base + (t * s_xd_l4) * 4
         xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
         zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-        dtl = tl.load(xrow + off_r3)
+        dtl = _load_dt(xrow + off_r3, o_base + t * s_o_l, mask_d, DELTA)
         bv = tl.load(xrow + off_b3)
         cv = tl.load(xrow + off_c3)
         if UNROLL == 2:
@@ -391,7 +438,7 @@ def _scan_fwd_kernel(
             bv2 = tl.load(xrow2 + off_b3)
             cv2 = tl.load(xrow2 + off_c3)
         h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                             FAST, TANH)
+                             FAST, TANH, DELTA)
         tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
         if UNROLL == 2:
             h, out2 = _scan_token(h, xt2, xt, xp1, xp2, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
@@ -526,9 +573,9 @@ def _scan_bwd_kernel(
     if PIPE1:
         # software-pipelined: the next token's loads are issued during the current token
         nxt_x = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0).to(tl.float32)
-        xrow = xd_base + (t * s_xd_l4) * 4
-        nxt_dtl = tl.load(xrow + off_r3)
-        nxt_bv = tl.load(xrow + off_b3)
+        xrow1 = xd_base + (t * s_xd_l4) * 4
+        nxt_dtl = tl.load(xrow1 + off_r3)
+        nxt_bv = tl.load(xrow1 + off_b3)
     for i in range(0, L):
         if i % T == 0:
             tl.store(ck_base + (i // T) * (NP4 * D) + ck_off3, h, mask=m3)
@@ -538,14 +585,14 @@ def _scan_bwd_kernel(
             bv = nxt_bv
             tn = t + step * (i + 1 < L).to(tl.int32)
             nxt_x = tl.load(x_base + tn * s_xz_l + dc, mask=mask_d, other=0.0).to(tl.float32)
-            xrow = xd_base + (tn * s_xd_l4) * 4
-            nxt_dtl = tl.load(xrow + off_r3)
-            nxt_bv = tl.load(xrow + off_b3)
+            xrow1 = xd_base + (tn * s_xd_l4) * 4
+            nxt_dtl = tl.load(xrow1 + off_r3)
+            nxt_bv = tl.load(xrow1 + off_b3)
         else:
             xt = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0).to(tl.float32)
-            xrow = xd_base + (t * s_xd_l4) * 4
-            dtl = tl.load(xrow + off_r3)
-            bv = tl.load(xrow + off_b3)
+            xrow1 = xd_base + (t * s_xd_l4) * 4
+            dtl = tl.load(xrow1 + off_r3)
+            bv = tl.load(xrow1 + off_b3)
         pre = cb + w0 * xt
         if K > 1:
             pre += w1 * xp1
@@ -954,13 +1001,22 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables) -> torch.
     out2 = torch.empty(batch, length, 2, d_inner, device=xz.device, dtype=xz.dtype)
     cfg = SCAN_FWD_CONFIG
     fast, tanh = _fast_flags(xz.dtype)
+    delta = bool(cfg.get("DELTA", False))
+    if delta:
+        # delta precomputed into out2 (in its dtype; the scan overwrites it with the output, token by token)
+        if cfg["UNROLL"] != 1:
+            raise ValueError("SCAN_FWD_CONFIG: DELTA needs UNROLL = 1.")
+        _delta_kernel[(_cdiv(length, 32), 2, batch)](
+            xdbl, tabs.dtw, tabs.dtb, out2, length, d_inner, xdbl.stride(0), xdbl.stride(1),
+            out2.stride(0), out2.stride(1), R=tabs.r, RP4=tabs.rp4, PS=tabs.ps, BT=32, BC=64, FAST=fast, num_warps=4,
+        )
     _scan_fwd_kernel[(_cdiv(d_inner, cfg["BD"]), 2, batch)](
         xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out2,
         length, d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
         out2.stride(0), out2.stride(1),
         K=tabs.k, RG=tabs.rg, NG=tabs.ng, PS=tabs.ps, BD=cfg["BD"], FAST=fast, TANH=tanh,
         PREFETCH=cfg["PREFETCH"] and not _interpreting(), PF_DIST=cfg["PF_DIST"], UNROLL=cfg["UNROLL"], PIPE=cfg["PIPE"],
-        PREFETCH_L1=cfg.get("PREFETCH_L1", False) and not _interpreting(), STAGES=cfg.get("STAGES", 1),
+        PREFETCH_L1=cfg.get("PREFETCH_L1", False) and not _interpreting(), STAGES=cfg.get("STAGES", 1), DELTA=delta,
         num_warps=cfg["num_warps"], **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
     )
     return out2
