@@ -892,9 +892,12 @@ def _next_pow2(n: int) -> int:
 # Launch settings (also read by benchmarks/bench_scan.py to compare variants).
 # Forward scan: PIPE + PREFETCH measured fastest on an H100 (Ti mixer, batch 128, 16 frames: 4.58 ms against 7.77 ms
 # for the plain loop, 5.95 with maxnreg=80, 10.0 with two channels per lane); see benchmarks/NOTES_triton.md.
+# Measured slower (triton2 branch, same shapes): PIPE 2 (5.81 ms), + L1 prefetch (5.99), BD 16 (5.44), Triton's
+# pipeliner on the plain loop (7.69), DELTA precomputed (6.01; with maxnreg 96: 6.79, 80: 11.9), all against 4.63-4.65.
 SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 64, "UNROLL": 1, "PIPE": 1, "maxnreg": None}
 SCAN_BWD_CONFIG = {"BD": 32, "num_warps": 1, "T": 8}
-XPROJ_CONFIG = {"BT": 64, "BC": 16, "num_warps": 4, "num_stages": 2}
+# conv + x_proj: 64 channels per step measured fastest (H100, same shapes: 0.84 ms; BC 32: 0.87-0.89; BC 16 (v2): 1.13)
+XPROJ_CONFIG = {"BT": 64, "BC": 64, "num_warps": 4, "num_stages": 2}
 XPROJ_BWD_CONFIG = {"BT": 64, "BC": 16, "num_warps": 8, "num_stages": 2}
 CONV_BWD_CONFIG = {"BT": 32, "BC": 32, "num_warps": 8, "num_stages": 1}
 
