@@ -13,7 +13,7 @@ from videomamba.masking import (
     mask_grid_size,
 )
 
-from conftest import tiny_config
+from .conftest import tiny_config
 
 
 GRID = (4, 6, 5)  # frames, height, width

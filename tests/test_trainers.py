@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config
 from transformers import (
     AutoModelForImageClassification,
     AutoModelForVideoClassification,
@@ -28,6 +27,8 @@ from videomamba.modeling_videomamba_pretraining import (
     sinusoid_position_table,
 )
 from videomamba.trainers import CLIPTeacher, DistillationTrainer, MaskedAlignmentTrainer, VideoMixup
+
+from .conftest import tiny_config
 
 
 NUM_LABELS = 5
