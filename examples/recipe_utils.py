@@ -27,8 +27,8 @@ def resolve_data_dir(args) -> str:
 def build_video_datasets(data_dir: str, num_frames: int, image_size: int, train_split: str, eval_split: str | None):
     """Training and evaluation clip datasets, the class names and the video processor, through the package's video
     data layer (`videomamba.data`): a folder with class subfolders per split, or list files."""
-    from videomamba import VideoMambaVideoProcessor
     from videomamba.data import VideoClipDataset, load_video_samples
+    from videomamba import VideoMambaVideoProcessor
 
     processor = VideoMambaVideoProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
