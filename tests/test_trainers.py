@@ -508,3 +508,31 @@ def test_weight_decay_follows_the_official_rule(tmp_path):
         "clip_decoder.0.head.bias", "clip_decoder.0.norm.weight",
     ):
         assert name not in decay
+
+
+def test_official_mask_pt_checkpoint_continues_exactly(tmp_path):
+    """Our model -> the official state dict (official names) -> `videomamba-convert` -> our model: every weight and
+    the predictions come back, decoder included."""
+    from videomamba.convert import OfficialLayout, convert_checkpoint, our_to_official
+
+    torch.manual_seed(0)
+    config = tiny_config(alignment_output_dim=24, num_frames=4)
+    source = VideoMambaForMaskedAlignment(config).eval()
+    with torch.no_grad():
+        for param in source.clip_decoder.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    layout = OfficialLayout(kind="masked-pretraining", final_norm="norm")
+    official = {}
+    for key, value in source.state_dict().items():
+        official[key if key.startswith("clip_decoder.") else our_to_official(key, layout)] = value.clone()
+    torch.save({"model": official}, tmp_path / "videomamba_t16_demo_mask_pt_f4_res32.pth")
+    folder = convert_checkpoint(tmp_path / "videomamba_t16_demo_mask_pt_f4_res32.pth", tmp_path / "converted",
+                                verbose=False)
+    loaded = VideoMambaForMaskedAlignment.from_pretrained(folder).eval()
+    assert loaded.config.alignment_output_dim == 24 and loaded.config.alignment_num_layers == 1
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    pixel_values = torch.randn(2, 4, 3, 32, 32)
+    mask = TubeMaskGenerator((4, 2, 2), 0.5, seed=0)(2)
+    with torch.no_grad():
+        assert torch.equal(loaded(pixel_values, mask).predictions, source(pixel_values, mask).predictions)

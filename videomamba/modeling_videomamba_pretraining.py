@@ -15,6 +15,8 @@ Parameter names follow the official code where it has them, so its checkpoints m
 """
 
 import copy
+import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +37,9 @@ from .modeling_videomamba import (
 
 
 ALIGNMENT_INPUTS = ("residual_before_last_mixer", "last_hidden_state")
+# Files `videomamba-convert` writes next to a converted official `*_mask_pt_*` backbone.
+CLIP_DECODER_FILE = "clip_decoder.safetensors"
+CONVERSION_INFO_FILE = "conversion_info.json"
 
 # Config attributes of the masked-alignment model and their defaults (the official `--clip_*` arguments).
 MASKED_ALIGNMENT_DEFAULTS = {
@@ -286,6 +291,58 @@ class VideoMambaForMaskedAlignment(VideoMambaPreTrainedModel):
                 f"{visible_length} (cls + visible patches). Do the teacher's and the student's patch grids agree?"
             )
         return torch.stack([_visible_rows(t, bool_masked_pos, batch) for t in targets])
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, plus: a folder converted from an official `*_mask_pt_*` checkpoint by
+        `videomamba-convert` (a `VideoMambaModel` folder with `clip_decoder.safetensors` and `conversion_info.json`)
+        loads with its decoder weights and settings (`clip_output_dim`, `clip_return_layer`,
+        `clip_student_return_interval`), ready to continue pretraining exactly. `alignment_*` keyword arguments
+        override the config."""
+        folder = str(pretrained_model_name_or_path)
+        decoder_file = os.path.join(folder, CLIP_DECODER_FILE)
+        converted = os.path.isdir(folder) and os.path.isfile(decoder_file)
+        overrides = {key: kwargs.pop(key) for key in list(kwargs) if key in MASKED_ALIGNMENT_DEFAULTS}
+        config = kwargs.get("config")
+        if config is None and (converted or overrides):
+            hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if k in kwargs}
+            config = VideoMambaConfig.from_pretrained(folder, **hub)
+        if converted and not all(hasattr(config, key) for key in ("alignment_output_dim", "alignment_num_layers")):
+            info_file = os.path.join(folder, CONVERSION_INFO_FILE)
+            settings = {}
+            if os.path.isfile(info_file):
+                with open(info_file) as handle:
+                    settings = json.load(handle).get("clip_decoder") or {}
+            if settings.get("clip_norm_type") not in (None, "l2"):
+                raise ValueError(
+                    f"The converted decoder uses clip_norm_type={settings['clip_norm_type']!r}; only 'l2' (the "
+                    "VideoMamba scripts' setting) is supported."
+                )
+            for key, official in (
+                ("alignment_output_dim", "clip_output_dim"), ("alignment_num_layers", "clip_return_layer"),
+                ("alignment_layer_interval", "clip_student_return_interval"),
+            ):
+                if settings.get(official) is not None:
+                    setattr(config, key, settings[official])
+        if config is not None:
+            for key, value in overrides.items():
+                setattr(config, key, value)
+            kwargs["config"] = config
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        if converted:
+            from safetensors.torch import load_file
+
+            prefix = "clip_decoder."
+            tensors = {k[len(prefix):]: v for k, v in load_file(decoder_file).items() if k.startswith(prefix)}
+            try:
+                model.clip_decoder.load_state_dict(tensors, strict=True)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"{decoder_file} does not fit this model's decoders ({len(model.clip_decoder)} of width "
+                    f"{model.config.alignment_output_dim}): {error}"
+                ) from error
+        return loaded
 
     def backbone_config(self) -> VideoMambaConfig:
         """A copy of the config without the alignment attributes (for the backbone folder)."""
