@@ -34,6 +34,15 @@ from .conftest import tiny_config
 NUM_LABELS = 5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one intra-op thread (and the CPU is shared); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class ClipDataset(torch.utils.data.Dataset):
     """In-memory clips `(frames, 3, 32, 32)` with labels."""
 
