@@ -22,6 +22,7 @@ from .modeling_videomamba import (
     is_mamba_ssm_available,
     is_triton_scan_available,
 )
+from .modeling_videomamba_pretraining import VideoMambaForDistillation, VideoMambaForMaskedAlignment
 
 
 __version__ = "0.1.0"
@@ -50,6 +51,8 @@ __all__ = [
     "VideoMambaPreTrainedModel",
     "VideoMambaForVideoClassification",
     "VideoMambaForImageClassification",
+    "VideoMambaForDistillation",
+    "VideoMambaForMaskedAlignment",
     "is_mamba_ssm_available",
     "is_triton_scan_available",
 ]
