@@ -50,6 +50,13 @@ class RecipeTrainerMixin:
         self._metric_counts = 0
         # Our losses are per-batch means: let the Trainer divide them by the accumulation steps.
         self.model_accepts_loss_kwargs = False
+        if getattr(self, "is_fsdp_enabled", False):
+            state_dict_type = str(getattr(self.accelerator.state.fsdp_plugin, "state_dict_type", ""))
+            if "FULL_STATE_DICT" not in state_dict_type:
+                logger.warning(
+                    f"FSDP state_dict_type is {state_dict_type}: the checkpoints work, but the final save_model() "
+                    "needs fsdp_state_dict_type=FULL_STATE_DICT."
+                )
         if self.args.world_size > 1:
             for stream in self._recipe_streams().values():
                 stream.manual_seed(stream.seed + self.args.process_index)
@@ -183,6 +190,14 @@ class RecipeTrainerMixin:
         `output_dir` (with the processing class and the training arguments, as `Trainer.save_model` does)."""
         output_dir = self.args.output_dir if output_dir is None else output_dir
         state_dict = None
+        if getattr(self, "is_fsdp_enabled", False):
+            state_dict_type = str(getattr(self.accelerator.state.fsdp_plugin, "state_dict_type", ""))
+            if "FULL_STATE_DICT" not in state_dict_type:
+                raise ValueError(
+                    f"The final model is written as one folder, which needs the full state dict, but FSDP is set to "
+                    f"{state_dict_type}: set fsdp_state_dict_type=FULL_STATE_DICT in the accelerate config (the "
+                    "checkpoint-* folders hold the sharded state either way)."
+                )
         if getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False):
             state_dict = self.accelerator.get_state_dict(self.model)  # collective: every rank takes part
         if self.args.should_save:
