@@ -15,7 +15,8 @@ Stages (each a real `accelerate launch` of the example scripts, except the teach
    with RANDOM weights (`--clip_random_init`): the curve shows the recipe working (the student learns to predict the
    teacher's tokens at masked-out positions), not CLIP's semantics.
 
-Frames stay at the demo's 64x64 (4x4 patches a frame, 8 frames: 129 tokens), and the runs are a few hundred steps with
+Frames stay at the demo's 64x64 (4x4 patches a frame, 8 frames: 129 tokens); the demo classes are directions, so
+horizontal flips are off and random crops keep at least half the frame. The runs are about a hundred steps each, with
 the learning rates raised for so short a schedule; the paper's settings are the scripts' defaults (docs/recipes.md).
 
 Outputs: `docs/recipes_distillation_loss.png`, `docs/recipes_masked_alignment_loss.png` and
@@ -86,7 +87,7 @@ def train_teacher(data_dir, output_dir, settings, cpu):
     from videomamba import VideoMambaConfig, VideoMambaForVideoClassification
 
     train_dataset, eval_dataset, class_names, processor = build_video_datasets(
-        data_dir, settings["num_frames"], settings["image_size"], "train", "val"
+        data_dir, settings["num_frames"], settings["image_size"], "train", "val", hflip_prob=0.0, min_crop_scale=0.5
     )
     config = VideoMambaConfig.from_preset(
         settings["teacher_preset"], num_frames=settings["num_frames"], image_size=settings["image_size"],
@@ -125,7 +126,10 @@ def plot_distillation(entries, teacher_accuracy, path):
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("loss", "total"), ("loss_cls", "classification (mixup targets)"), ("loss_distill", "distillation (2 - 2 cos)")):
+    curves = (
+        ("loss", "total"), ("loss_cls", "classification (mixup targets)"), ("loss_distill", "distillation (2 - 2 cos)"),
+    )
+    for key, label in curves:
         steps, values = series(entries, key)
         left.plot(steps, values, label=label)
     left.set_xlabel("step")
@@ -170,7 +174,7 @@ def main():
     parser.add_argument("--work_dir", default="/tmp/videomamba_gpu_recipes")
     parser.add_argument("--docs_dir", default=None, help="Where the PNGs and JSON go (default docs/; smoke: work_dir).")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny models and data: checks the pipeline only.")
-    parser.add_argument("--epochs", type=int, default=None, help="Epochs of each stage (default 15, 90 steps; smoke 2).")
+    parser.add_argument("--epochs", type=int, default=None, help="Epochs per stage (default 15: 90 steps; smoke 2).")
     parser.add_argument("--student_preset", default="small")
     parser.add_argument("--masked_preset", default="small")
     args = parser.parse_args()
@@ -230,7 +234,8 @@ def main():
         "--num_train_epochs", epochs, "--per_device_train_batch_size", settings["batch_size"],
         "--per_device_eval_batch_size", settings["batch_size"], "--dataloader_num_workers", settings["workers"],
         "--logging_steps", 2, "--eval_strategy", "epoch", "--save_strategy", "no",
-        "--seed", 0, "--disable_tqdm", "true", *precision_flags, *model_overrides,
+        "--seed", 0, "--disable_tqdm", "true", "--hflip_prob", 0.0, "--min_crop_scale", 0.5, *precision_flags,
+        *model_overrides,
     ]
     if cpu:
         common += ["--use_cpu"]

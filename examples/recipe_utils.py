@@ -24,9 +24,19 @@ def resolve_data_dir(args) -> str:
     return args.data_dir
 
 
-def build_video_datasets(data_dir: str, num_frames: int, image_size: int, train_split: str, eval_split: str | None):
+def build_video_datasets(
+    data_dir: str,
+    num_frames: int,
+    image_size: int,
+    train_split: str,
+    eval_split: str | None,
+    hflip_prob: float = 0.5,
+    min_crop_scale: float = 0.08,
+):
     """Training and evaluation clip datasets, the class names and the video processor, through the package's video
-    data layer (`videomamba.data`): a folder with class subfolders per split, or list files."""
+    data layer (`videomamba.data`): a folder with class subfolders per split, or list files. Training clips get the
+    processor's augmentation (random resized crop with scale `(min_crop_scale, 1)`, horizontal flips with
+    `hflip_prob`: set it to 0 where classes depend on left/right, as in the demo data and Something-Something)."""
     from videomamba.data import VideoClipDataset, load_video_samples
     from videomamba import VideoMambaVideoProcessor
 
@@ -35,7 +45,10 @@ def build_video_datasets(data_dir: str, num_frames: int, image_size: int, train_
         num_frames=num_frames,
     )
     train_samples, class_names = load_video_samples(data_dir, split=train_split)
-    train_dataset = VideoClipDataset(train_samples, processor, num_frames, train=True)
+    transform = None
+    if hasattr(processor, "train_transform"):
+        transform = processor.train_transform(scale=(min_crop_scale, 1.0), hflip_prob=hflip_prob)
+    train_dataset = VideoClipDataset(train_samples, processor, num_frames, train=True, transform=transform)
     eval_dataset = None
     if eval_split:
         try:

@@ -7,7 +7,8 @@ Launch with accelerate (DDP, FSDP and mixed precision come from its config or fl
     # the built-in demo data (moving digits, 4 classes), a tiny teacher folder, a small student
     accelerate launch examples/run_distillation.py --demo_data_dir /tmp/videomamba_demo \
         --teacher_model_name_or_path ./teacher_tiny --student_preset small --image_size 64 --num_frames 8 \
-        --output_dir ./distilled_small --num_train_epochs 10 --per_device_train_batch_size 32 --bf16
+        --hflip_prob 0 --min_crop_scale 0.5 --output_dir ./distilled_small --num_train_epochs 10 \
+        --per_device_train_batch_size 32 --bf16
 
     # a video folder (root/train/<class>/*.mp4, root/val/<class>/*.mp4, or train.txt / val.txt list files)
     accelerate launch --multi_gpu --num_processes 8 examples/run_distillation.py --data_dir /data/k400 \
@@ -42,9 +43,9 @@ from videomamba.trainers import DistillationTrainer, VideoMixup
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from recipe_utils import (  # noqa: E402
     build_video_datasets,
+    parse_config_overrides,
     resolve_data_dir,
     resolve_dtype,
-    parse_config_overrides,
     resolve_resume,
     scale_learning_rate,
 )
@@ -66,6 +67,10 @@ class DistillationArguments:
     eval_split: str | None = field(default="val", metadata={"help": "Split to evaluate on; empty to skip."})
     num_frames: int = field(default=8, metadata={"help": "Frames per clip."})
     image_size: int = field(default=224, metadata={"help": "Frame size after resize and crop."})
+    hflip_prob: float = field(
+        default=0.5, metadata={"help": "Horizontal flip probability in training (0 for direction-defined classes)."}
+    )
+    min_crop_scale: float = field(default=0.08, metadata={"help": "Smallest area fraction of the random crop."})
     # teacher
     teacher_model_name_or_path: str = field(
         default=None, metadata={"help": "Trained VideoMamba teacher (folder or Hub id), e.g. VideoMamba-S."}
@@ -123,7 +128,8 @@ def main(argv=None):
 
     data_dir = resolve_data_dir(args)
     train_dataset, eval_dataset, class_names, processor = build_video_datasets(
-        data_dir, args.num_frames, args.image_size, args.train_split, args.eval_split
+        data_dir, args.num_frames, args.image_size, args.train_split, args.eval_split, args.hflip_prob,
+        args.min_crop_scale,
     )
     if eval_dataset is None:
         training_args.eval_strategy = "no"

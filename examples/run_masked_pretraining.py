@@ -6,8 +6,8 @@ Launch with accelerate (DDP, FSDP and mixed precision come from its config or fl
 
     # the built-in demo data with a randomly initialised CLIP ViT-B/16 (no download; a smoke run, not real features)
     accelerate launch examples/run_masked_pretraining.py --demo_data_dir /tmp/videomamba_demo --clip_random_init \
-        --preset small --image_size 64 --num_frames 8 --output_dir ./mask_pt_small --num_train_epochs 10 \
-        --per_device_train_batch_size 32 --bf16
+        --preset small --image_size 64 --num_frames 8 --min_crop_scale 0.5 --output_dir ./mask_pt_small \
+        --num_train_epochs 10 --per_device_train_batch_size 32 --bf16
 
     # a video folder with the real teacher (a local copy of openai/clip-vit-base-patch16, or its Hub id)
     accelerate launch --multi_gpu --num_processes 8 examples/run_masked_pretraining.py --data_dir /data/k400 \
@@ -42,9 +42,9 @@ from videomamba.trainers import CLIPTeacher, MaskedAlignmentTrainer
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from recipe_utils import (  # noqa: E402
     build_video_datasets,
+    parse_config_overrides,
     resolve_data_dir,
     resolve_dtype,
-    parse_config_overrides,
     resolve_resume,
     scale_learning_rate,
 )
@@ -62,6 +62,10 @@ class MaskedPretrainingArguments:
     eval_split: str | None = field(default="val", metadata={"help": "Split for the evaluation loss; empty to skip."})
     num_frames: int = field(default=8)
     image_size: int = field(default=224)
+    hflip_prob: float = field(
+        default=0.5, metadata={"help": "Horizontal flip probability in training (0 for direction-defined classes)."}
+    )
+    min_crop_scale: float = field(default=0.08, metadata={"help": "Smallest area fraction of the random crop."})
     # student
     model_name_or_path: str | None = field(
         default=None,
@@ -143,7 +147,8 @@ def main(argv=None):
 
     data_dir = resolve_data_dir(args)
     train_dataset, eval_dataset, _, processor = build_video_datasets(
-        data_dir, args.num_frames, args.image_size, args.train_split, args.eval_split
+        data_dir, args.num_frames, args.image_size, args.train_split, args.eval_split, args.hflip_prob,
+        args.min_crop_scale,
     )
     if eval_dataset is None:
         training_args.eval_strategy = "no"

@@ -17,7 +17,9 @@ every sample masks exactly the same number of tokens, which the student needs to
 | `tube` | `tube` | the same spatial positions in every frame | `T * floor(r * H * W)` |
 | `clip_row` | `random_row` | whole rows, drawn among all `T * H` rows of the clip | `T * floor(r * H) * W` |
 | `frame_row` | `tube_row` | whole rows, `floor(r * H)` drawn independently in every frame | `T * floor(r * H) * W` |
-| `attention` | `attention` | per frame, keeps the patches a teacher attends to: visible ones are drawn without replacement with probability proportional to the teacher's last-layer cls-to-patch attention | `T * floor(r * H * W)` |
+| `attention` | `attention` | per frame, the visible patches are drawn by the teacher's cls attention (*) | `T * floor(r * H * W)` |
+
+(*) without replacement, with probability proportional to the teacher's last-layer cls-to-patch attention.
 
 The paper's default (and the official scripts') is `attention` masking at ratio 0.8. `floor` is taken after adding
 1e-9, so that ratios like 0.29 of 100 give 29 and not 28 through float rounding.

@@ -11,7 +11,8 @@ dropped), which loads in `AutoModelForVideoClassification` / `AutoModelForImageC
 
 Parameter names follow the official code where it has them, so its checkpoints map one to one:
 `clip_decoder.{k}.head`, `clip_decoder.{k}.norm` (masked pretraining) and `distill_head.0` (norm), `distill_head.1`
-(linear) (distillation). The official `clip_pos_embed` is a fixed sinusoid table, not a parameter; it is recomputed here.
+(linear) (distillation). The official `clip_pos_embed` is a fixed sinusoid table, not a parameter; it is recomputed
+here.
 """
 
 import copy

@@ -128,7 +128,8 @@ class RecipeTrainerMixin:
         """`Trainer._save_checkpoint` into a staging folder, plus the recipe streams' state, then one rename."""
         if not hasattr(self, "_get_output_dir"):  # a transformers without the hook: save in place
             super()._save_checkpoint(model, trial)
-            self._save_recipe_state(os.path.join(self.args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._save_recipe_state(os.path.join(self.args.output_dir, name))
             return
         run_dir = self._get_output_dir(trial=trial)
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"

@@ -252,7 +252,8 @@ class MaskedAlignmentTrainer(RecipeTrainerMixin, Trainer):
         if self.teacher.patches_per_frame != grid[1] * grid[2]:
             raise ValueError(
                 f"The CLIP teacher sees {self.teacher.patches_per_frame} patches per frame (image_size="
-                f"{self.teacher.image_size}, patch_size={self.teacher.patch_size}) but the student {grid[1] * grid[2]}; "
+                f"{self.teacher.image_size}, patch_size={self.teacher.patch_size}) but the student "
+                f"{grid[1] * grid[2]}; "
                 "choose the teacher's image_size so that the patch grids agree."
             )
 
