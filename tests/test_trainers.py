@@ -545,3 +545,48 @@ def test_official_mask_pt_checkpoint_continues_exactly(tmp_path):
     mask = TubeMaskGenerator((4, 2, 2), 0.5, seed=0)(2)
     with torch.no_grad():
         assert torch.equal(loaded(pixel_values, mask).predictions, source(pixel_values, mask).predictions)
+
+
+# --- example scripts (they need the video data layer, videomamba.data) ----------------------------------------------
+
+
+def _load_example(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_scripts_run_on_demo_videos(tmp_path):
+    pytest.importorskip("videomamba.data", reason="the video data layer is not in this checkout yet")
+    from videomamba.demo_data import make_demo_videos
+
+    data = make_demo_videos(tmp_path / "demo", num_train_per_class=2, num_val_per_class=1, num_frames=8, frame_size=32)
+    teacher_dir = tmp_path / "teacher"
+    torch.manual_seed(0)
+    VideoMambaForVideoClassification(tiny_config(hidden_size=16, num_labels=4)).save_pretrained(teacher_dir)
+    tiny_clip().save_pretrained(tmp_path / "clip")
+    common = [
+        "--data_dir", str(data), "--image_size", "32", "--num_frames", "4", "--max_steps", "2",
+        "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--dataloader_num_workers", "0",
+        "--use_cpu", "--logging_steps", "1", "--save_strategy", "no", "--scan_backend", "torch", "--hflip_prob", "0",
+        "--config_overrides", "hidden_size=32,num_hidden_layers=2,state_size=8", "--report_to", "none",
+    ]
+    distill = _load_example("run_distillation").main(
+        common + ["--teacher_model_name_or_path", str(teacher_dir), "--student_preset", "tiny",
+                  "--output_dir", str(tmp_path / "distilled")]
+    )
+    assert "loss_distill" in distill.state.log_history[0]
+    assert type(AutoModelForVideoClassification.from_pretrained(tmp_path / "distilled")).__name__ == (
+        "VideoMambaForVideoClassification"
+    )
+    masked = _load_example("run_masked_pretraining").main(
+        common + ["--clip_model_name_or_path", str(tmp_path / "clip"), "--preset", "tiny", "--mask_type", "tube",
+                  "--output_dir", str(tmp_path / "pretrained")]
+    )
+    assert isinstance(masked.mask_generator, TubeMaskGenerator)
+    VideoMambaModel.from_pretrained(tmp_path / "pretrained")
