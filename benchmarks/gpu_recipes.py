@@ -8,7 +8,8 @@
 Stages (each a real `accelerate launch` of the example scripts, except the teacher):
 
 1. the demo videos (moving digits, 4 direction classes, 192 training and 64 validation clips of 64x64);
-2. a VideoMamba-Ti teacher trained as a plain classifier (`transformers.Trainer`) on them;
+2. a VideoMamba-Ti teacher trained as a plain classifier (`transformers.Trainer`) on them (45 epochs, capped at
+   `--teacher_seconds`, 100 s: the better the teacher, the more the distillation curve says);
 3. self-distillation: VideoMamba-S learns from that teacher (`examples/run_distillation.py`);
 4. masked alignment: VideoMamba-S pretrained against CLIP ViT-B/16 with attention masking at ratio 0.8
    (`examples/run_masked_pretraining.py`). The machine has no internet, so the CLIP teacher is built from its config
@@ -82,7 +83,7 @@ def train_teacher(data_dir, output_dir, settings, cpu):
     """VideoMamba-Ti as a plain classifier on the demo data (the distillation teacher)."""
     from recipe_utils import build_video_datasets
     from run_distillation import compute_metrics
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from videomamba import VideoMambaConfig, VideoMambaForVideoClassification
 
@@ -103,9 +104,20 @@ def train_teacher(data_dir, output_dir, settings, cpu):
         bf16=not cpu, use_cpu=cpu, eval_strategy="epoch", save_strategy="no", logging_steps=2, report_to=[],
         dataloader_num_workers=settings["workers"], remove_unused_columns=False, seed=0, disable_tqdm=True,
     )
+    class TimeBudget(TrainerCallback):
+        """Stop after `teacher_seconds` of training (the schedule is sized for the epochs; the cap keeps the total
+        time bounded on slow set-ups)."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.perf_counter() - self.start > settings["teacher_seconds"]:
+                control.should_training_stop = True
+
     trainer = Trainer(
         model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processor,
-        compute_metrics=compute_metrics,
+        compute_metrics=compute_metrics, callbacks=[TimeBudget()],
     )
     start = time.perf_counter()
     trainer.train()
@@ -175,6 +187,8 @@ def main():
     parser.add_argument("--docs_dir", default=None, help="Where the PNGs and JSON go (default docs/; smoke: work_dir).")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny models and data: checks the pipeline only.")
     parser.add_argument("--epochs", type=int, default=None, help="Epochs per stage (default 15: 90 steps; smoke 2).")
+    parser.add_argument("--teacher_seconds", type=float, default=100.0,
+                        help="Time cap of the teacher's training (it runs 3x the epochs of the other stages).")
     parser.add_argument("--student_preset", default="small")
     parser.add_argument("--masked_preset", default="small")
     args = parser.parse_args()
@@ -189,7 +203,8 @@ def main():
     epochs = args.epochs or (2 if args.smoke else 15)
     settings = dict(
         num_frames=8, image_size=64, batch_size=4 if args.smoke else 32, workers=0 if args.smoke else 6,
-        teacher_preset="tiny", teacher_epochs=epochs, teacher_lr=1e-3,
+        teacher_preset="tiny", teacher_epochs=epochs if args.smoke else 3 * epochs, teacher_lr=1e-3,
+        teacher_seconds=args.teacher_seconds,
         overrides=dict(hidden_size=32, num_hidden_layers=2, state_size=8, scan_backend="torch") if args.smoke else {},
     )
     mixed_precision = "no" if cpu else "bf16"
