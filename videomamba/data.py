@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .transforms import accepts_generator
 from .video_io import (
     VIDEO_EXTENSIONS,
     get_num_frames,
@@ -227,9 +228,11 @@ class VideoClipDataset(Dataset):
         skip_bad_videos: replace a video that cannot be decoded by another sample (with a warning) instead of
             raising; the official loaders do this for the few broken files of large datasets.
         seek_threshold: see `read_video_frames` (default: the processor's).
-
-    Training-time randomness (frame offsets, crops, flips) comes from torch's generator, which DataLoader seeds per
-    worker and `accelerate.utils.set_seed` / `transformers.set_seed` seed globally.
+        seed: with a seed, the training-time randomness of a sample (frame offsets, crop, flip) is drawn from a
+            generator seeded by `(seed, epoch, index)`: reproducible, the same for any number of DataLoader workers,
+            and unchanged when training resumes mid-epoch. Call `set_epoch` every epoch (accelerate's prepared
+            DataLoader does; with `persistent_workers=True` the workers would not see it). Without a seed it comes
+            from torch's global generator (which DataLoader seeds per worker).
     """
 
     def __init__(
@@ -246,8 +249,11 @@ class VideoClipDataset(Dataset):
         num_crops: int | None = None,
         skip_bad_videos: bool = False,
         seek_threshold: int | None = None,
+        seed: int | None = None,
     ):
         self.samples = list(samples)
+        self.seed = seed
+        self.epoch = 0
         if not self.samples:
             raise ValueError("VideoClipDataset got no samples.")
         self.train = train
@@ -292,14 +298,23 @@ class VideoClipDataset(Dataset):
     def num_views(self) -> int:
         return self.num_clips * self.num_crops
 
-    def _rng(self) -> np.random.Generator:
-        # torch's generator is seeded per DataLoader worker and by accelerate's set_seed: derive numpy's from it.
-        return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws `__getitem__` makes (only matters with a `seed`)."""
+        self.epoch = int(epoch)
 
-    def _frame_indices(self, total: int) -> np.ndarray:
+    def _generators(self, index: int):
+        """`(numpy Generator, torch Generator or None)` for the random draws of sample `index`."""
+        if self.seed is None:
+            # torch's generator is seeded per DataLoader worker and by set_seed: derive numpy's from it.
+            return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())), None
+        rng = np.random.default_rng([int(self.seed), self.epoch, int(index)])
+        generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+        return rng, generator
+
+    def _frame_indices(self, total: int, rng=None) -> np.ndarray:
         if self.train:
             return sample_frame_indices(
-                total, self.num_frames, self.sampling, self.frame_stride, rng=self._rng(), short_video=self.short_video
+                total, self.num_frames, self.sampling, self.frame_stride, rng=rng, short_video=self.short_video
             )[None]
         return sample_multiview_indices(
             total, self.num_frames, self.num_clips, self.sampling, self.frame_stride, self.short_video
@@ -308,11 +323,15 @@ class VideoClipDataset(Dataset):
     def load_clip(self, index: int) -> torch.Tensor:
         """Decoded, transformed `pixel_values` of sample `index` (raises on unreadable videos)."""
         path, _ = self.samples[index]
-        indices = self._frame_indices(get_num_frames(path))
+        rng, generator = self._generators(index) if self.train else (None, None)
+        indices = self._frame_indices(get_num_frames(path), rng)
         frames = read_video_frames(path, indices.reshape(-1), seek_threshold=self.seek_threshold)
         clips = torch.from_numpy(frames).permute(0, 3, 1, 2).reshape(*indices.shape, 3, *frames.shape[1:3])
         if self.transform is not None:
-            views = [self.transform(clip) for clip in clips]
+            if generator is not None and accepts_generator(self.transform):
+                views = [self.transform(clip, generator=generator) for clip in clips]
+            else:
+                views = [self.transform(clip) for clip in clips]
         else:
             processed = self.processor(
                 [clip for clip in clips], do_sample_frames=False, num_clips=1, num_crops=self.num_crops,
@@ -333,7 +352,10 @@ class VideoClipDataset(Dataset):
             if path not in self._warned:
                 self._warned.add(path)
                 warnings.warn(f"Skipping unreadable video {path}: {err}", stacklevel=2)
-            replacement = int(torch.randint(0, len(self.samples), (1,)).item())
+            if self.seed is None:
+                replacement = int(torch.randint(0, len(self.samples), (1,)).item())
+            else:
+                replacement = int(np.random.default_rng([int(self.seed), self.epoch, index, 1]).integers(len(self)))
             if len(self._warned) >= len(self.samples):
                 raise ValueError("No video of the dataset could be read.") from err
             return self[replacement]

@@ -11,9 +11,12 @@ Training (`make_train_transform`): `RandomResizedCropVideo` (one random box, sca
 Horizontal flips swap left and right: leave them off (`hflip_prob=0`) for classes defined by direction, as the
 official Something-Something V2 recipe does (and the built-in demo data, whose classes are motion directions).
 
-Randomness comes from `torch`'s generator (seeded per DataLoader worker), or from a `torch.Generator` passed in.
+Randomness comes from `torch`'s global generator (seeded per DataLoader worker), from a `torch.Generator` given to the
+transform, or from one passed per call (`transform(clip, generator=g)`: `VideoClipDataset` seeds one per sample and
+epoch, which makes augmentation reproducible and independent of the number of workers).
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -170,18 +173,19 @@ class RandomResizedCropVideo:
         self.interpolation = interpolation
         self.generator = generator
 
-    def get_params(self, height: int, width: int) -> tuple[int, int, int, int]:
+    def get_params(self, height: int, width: int, generator=None) -> tuple[int, int, int, int]:
         """`(top, left, crop_height, crop_width)`."""
+        generator = generator if generator is not None else self.generator
         area = height * width
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         for _ in range(10):
-            target_area = area * (self.scale[0] + _rand(self.generator) * (self.scale[1] - self.scale[0]))
-            aspect = math.exp(log_ratio[0] + _rand(self.generator) * (log_ratio[1] - log_ratio[0]))
+            target_area = area * (self.scale[0] + _rand(generator) * (self.scale[1] - self.scale[0]))
+            aspect = math.exp(log_ratio[0] + _rand(generator) * (log_ratio[1] - log_ratio[0]))
             crop_w = int(round(math.sqrt(target_area * aspect)))
             crop_h = int(round(math.sqrt(target_area / aspect)))
             if 0 < crop_w <= width and 0 < crop_h <= height:
-                top = int(_rand(self.generator) * (height - crop_h + 1))
-                left = int(_rand(self.generator) * (width - crop_w + 1))
+                top = int(_rand(generator) * (height - crop_h + 1))
+                left = int(_rand(generator) * (width - crop_w + 1))
                 return top, left, crop_h, crop_w
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
@@ -192,9 +196,9 @@ class RandomResizedCropVideo:
             crop_h, crop_w = height, width
         return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
 
-    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+    def __call__(self, clip: torch.Tensor, generator=None) -> torch.Tensor:
         _check_clip(clip)
-        top, left, crop_h, crop_w = self.get_params(clip.shape[-2], clip.shape[-1])
+        top, left, crop_h, crop_w = self.get_params(clip.shape[-2], clip.shape[-1], generator)
         clip = crop_clip(clip, top, left, crop_h, crop_w)
         return resize_clip(clip, self.size, self.interpolation, self.output_dtype)
 
@@ -211,9 +215,10 @@ class RandomHorizontalFlipVideo:
         self.p = p
         self.generator = generator
 
-    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+    def __call__(self, clip: torch.Tensor, generator=None) -> torch.Tensor:
         _check_clip(clip)
-        if self.p > 0 and _rand(self.generator) < self.p:
+        generator = generator if generator is not None else self.generator
+        if self.p > 0 and _rand(generator) < self.p:
             return clip.flip(-1)
         return clip
 
@@ -257,13 +262,23 @@ class NormalizeVideo:
         return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
 
 
+def accepts_generator(transform) -> bool:
+    """Whether `transform(clip, generator=...)` works (the random transforms here and `ComposeVideo`)."""
+    call = getattr(transform, "__call__", None)
+    try:
+        return "generator" in inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class ComposeVideo:
     def __init__(self, transforms):
         self.transforms = list(transforms)
 
-    def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+    def __call__(self, clip: torch.Tensor, generator=None) -> torch.Tensor:
+        """Apply the transforms in order; `generator` goes to those that draw random numbers."""
         for transform in self.transforms:
-            clip = transform(clip)
+            clip = transform(clip, generator=generator) if accepts_generator(transform) else transform(clip)
         return clip
 
     def __repr__(self):
@@ -319,6 +334,7 @@ __all__ = [
     "RandomHorizontalFlipVideo",
     "RandomResizedCropVideo",
     "ResizeShortSideVideo",
+    "accepts_generator",
     "center_crop",
     "crop_clip",
     "make_eval_transform",

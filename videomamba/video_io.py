@@ -72,7 +72,7 @@ def _open_video(path):
     except ImportError as err:  # pragma: no cover - av is a declared dependency of the video extras
         raise ImportError("Decoding videos needs PyAV: pip install av (or pip install 'videomamba[video]').") from err
     try:
-        container = av.open(path, mode="r", metadata_errors="ignore")
+        container = av.open(path, mode="r")
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as err:
         raise ValueError(
             f"Cannot read video {path}: FFmpeg could not open it ({err}). The file is corrupt, truncated or not a "

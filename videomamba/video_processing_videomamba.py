@@ -83,11 +83,17 @@ def _as_size_dict(size, name):
     return {k: int(v) for k, v in out.items() if v is not None}
 
 
-def average_view_logits(logits: torch.Tensor, num_views: int) -> torch.Tensor:
-    """`(batch * num_views, num_labels)` logits, views of one video adjacent (as `pixel_values.flatten(0, 1)` gives
-    them) -> `(batch, num_labels)`, the mean over the views (the multi-view score of the recipes)."""
+def average_view_logits(logits: torch.Tensor, num_views: int, softmax: bool = False) -> torch.Tensor:
+    """Multi-view score: `(batch * num_views, num_labels)` logits, the views of one video adjacent (as
+    `pixel_values.flatten(0, 1)` gives them) -> `(batch, num_labels)`.
+
+    The mean of the view logits, or with `softmax=True` the mean of the views' softmax probabilities (what the
+    official test script averages).
+    """
     if logits.shape[0] % num_views:
         raise ValueError(f"{logits.shape[0]} rows of logits are not a multiple of num_views={num_views}.")
+    if softmax:
+        logits = logits.float().softmax(-1)
     return logits.view(-1, num_views, logits.shape[-1]).mean(1)
 
 
