@@ -26,14 +26,19 @@ from .selective_scan_torch import causal_depthwise_conv1d, selective_scan
 
 
 @functools.lru_cache(maxsize=None)
-def is_mamba_ssm_available() -> bool:
-    """True when the stock CUDA kernels (`mamba-ssm` selective scan and `causal-conv1d`) import."""
+def _stock_kernels():
+    """`(causal_conv1d_fn, selective_scan_fn)` from `causal-conv1d` and `mamba-ssm`, or None when they don't import."""
     try:
-        from causal_conv1d import causal_conv1d_fn  # noqa: F401
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+        from causal_conv1d import causal_conv1d_fn
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     except Exception:
-        return False
-    return torch.cuda.is_available()
+        return None
+    return causal_conv1d_fn, selective_scan_fn
+
+
+def is_mamba_ssm_available() -> bool:
+    """True when the stock CUDA kernels (`mamba-ssm` selective scan and `causal-conv1d`) import and a GPU is present."""
+    return torch.cuda.is_available() and _stock_kernels() is not None
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,6 +51,22 @@ def is_triton_scan_available() -> bool:
     except Exception:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def _fused_add_norm():
+    """The Triton fused residual-add + RMSNorm (`fused_add_rms_norm`), or None when Triton or CUDA is missing."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        return importlib.import_module(f"{__package__}.fused_add_norm_triton").fused_add_rms_norm
+    except Exception:
+        return None
+
+
+def upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """Float32 for half types; float32 and float64 stay as they are (float64 runs are used as references)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def drop_path(hidden_states: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
@@ -79,10 +100,10 @@ class VideoMambaRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states.float()
+        hidden_states = upcast(hidden_states)
         variance = hidden_states.pow(2).mean(-1, keepdim=True)
         hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return (hidden_states * self.weight.float()).to(self.weight.dtype)
+        return (hidden_states * upcast(self.weight)).to(self.weight.dtype)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
@@ -93,7 +114,7 @@ class VideoMambaLayerNorm(nn.LayerNorm):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         out = F.layer_norm(
-            hidden_states.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps
+            upcast(hidden_states), self.normalized_shape, upcast(self.weight), upcast(self.bias), self.eps
         )
         return out.to(self.weight.dtype)
 
@@ -122,7 +143,7 @@ def interpolate_spatial_position_embeddings(position_embeddings: torch.Tensor, h
     hidden = patch_positions.shape[-1]
     patch_positions = patch_positions.reshape(1, grid, grid, hidden).permute(0, 3, 1, 2)
     patch_positions = F.interpolate(
-        patch_positions.float(), size=(height, width), mode="bicubic", align_corners=False
+        upcast(patch_positions), size=(height, width), mode="bicubic", align_corners=False
     ).to(position_embeddings.dtype)
     patch_positions = patch_positions.permute(0, 2, 3, 1).reshape(1, height * width, hidden)
     return torch.cat([cls_position, patch_positions], dim=1)
@@ -133,7 +154,7 @@ def interpolate_temporal_position_embeddings(temporal_embeddings: torch.Tensor, 
     if temporal_embeddings.shape[1] == num_positions:
         return temporal_embeddings
     resized = F.interpolate(
-        temporal_embeddings.float().permute(0, 2, 1), size=num_positions, mode="linear", align_corners=False
+        upcast(temporal_embeddings).permute(0, 2, 1), size=num_positions, mode="linear", align_corners=False
     )
     return resized.permute(0, 2, 1).to(temporal_embeddings.dtype)
 
@@ -359,9 +380,9 @@ class VideoMambaMixer(nn.Module):
         x_dbl = x_proj(x)
         dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
         dt = F.linear(dt, dt_proj.weight)
-        A = -torch.exp(A_log.float())
+        A = -torch.exp(upcast(A_log))
         y, last_state = selective_scan(
-            x, dt, A, B, C, D.float(), z=z, dt_bias=dt_proj.bias.float(), delta_softplus=True,
+            x, dt, A, B, C, upcast(D), z=z, dt_bias=upcast(dt_proj.bias), delta_softplus=True,
             initial_state=ssm_state, return_final_state=True,
         )
         if not return_states:
@@ -383,9 +404,7 @@ class VideoMambaMixer(nn.Module):
     # --- stock mamba-ssm + causal-conv1d kernels -------------------------------------------------------------------
     def mamba_ssm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The official composition of the stock kernels, in their (batch, channels, length) layout."""
-        from causal_conv1d import causal_conv1d_fn
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-
+        causal_conv1d_fn, selective_scan_fn = _stock_kernels()
         batch, length, _ = hidden_states.shape
         # in_proj straight into (batch, 2 * intermediate, length) with a unit stride along the length.
         weight = self.in_proj.weight
@@ -400,11 +419,11 @@ class VideoMambaMixer(nn.Module):
             conv1d, x_proj, dt_proj, A_log, D = self.direction_parameters(backward)
             x, z = xz_dir.chunk(2, dim=1)
             x = causal_conv1d_fn(x, conv1d.weight.squeeze(1), conv1d.bias, activation="silu")
-            x_dbl = F.linear(x.transpose(1, 2).reshape(batch * length, -1), x_proj.weight.to(x.dtype))
-            dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
-            dt = (dt_proj.weight.to(dt.dtype) @ dt.t()).view(-1, batch, length).transpose(0, 1)
-            B = B.view(batch, length, -1).transpose(1, 2).contiguous()
-            C = C.view(batch, length, -1).transpose(1, 2).contiguous()
+            # Projections straight in (batch, channels, length): B, C and dt come out with a unit stride along the
+            # length, as the scan kernel reads them, with no transposed copies.
+            x_dbl = torch.matmul(x_proj.weight.to(x.dtype), x)  # (batch, rank + 2 * state, length)
+            dt, B, C = torch.split(x_dbl, [self.time_step_rank, self.ssm_state_size, self.ssm_state_size], dim=1)
+            dt = torch.matmul(dt_proj.weight.to(dt.dtype), dt)  # (batch, intermediate, length)
             return selective_scan_fn(
                 x, dt, -torch.exp(A_log.float()), B, C, D.float(), z=z,
                 delta_bias=dt_proj.bias.float(), delta_softplus=True,
@@ -436,11 +455,24 @@ class VideoMambaBlock(GradientCheckpointingLayer):
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None):
         """`hidden_states`, `residual`: `(batch, length, hidden)` -> `(mixer output, residual)`."""
-        residual = hidden_states if residual is None else residual + self.drop_path(hidden_states)
-        if self.residual_in_fp32:
-            residual = residual.float()
-        hidden_states = self.mixer(self.norm(residual))
-        return hidden_states, residual
+        if residual is not None:
+            hidden_states = self.drop_path(hidden_states)
+        normed, residual = add_and_norm(self.norm, hidden_states, residual, self.residual_in_fp32, self.mixer)
+        return self.mixer(normed), residual
+
+
+def add_and_norm(norm, hidden_states, residual, residual_in_fp32, mixer):
+    """`(norm(residual + hidden_states), residual + hidden_states)`, the sum kept in float32 when `residual_in_fp32`.
+
+    When the mixer runs a CUDA kernel backend and Triton is present, one fused kernel does the add and the RMSNorm.
+    """
+    fused = _fused_add_norm() if isinstance(norm, VideoMambaRMSNorm) and hidden_states.is_cuda else None
+    if fused is not None and mixer.resolve_backend(hidden_states) != "torch":
+        return fused(hidden_states, residual, norm.weight, norm.variance_epsilon, residual_in_fp32)
+    residual = hidden_states if residual is None else residual + hidden_states
+    if residual_in_fp32:
+        residual = upcast(residual)
+    return norm(residual), residual
 
 
 REMOTE_CODE_AUTO_MAP = {
@@ -635,10 +667,11 @@ class VideoMambaModel(VideoMambaPreTrainedModel):
             hidden_states, residual = layer(hidden_states, residual)
             if output_hidden_states:
                 all_hidden_states.append(residual)
-        residual = residual + self.drop_path(hidden_states)
+        last_hidden_state, residual = add_and_norm(
+            self.norm_f, self.drop_path(hidden_states), residual, self.config.residual_in_fp32, self.layers[-1].mixer
+        )
         if output_hidden_states:
             all_hidden_states.append(residual)
-        last_hidden_state = self.norm_f(residual)
         pooled_output = last_hidden_state[:, 0]
 
         if not return_dict:

@@ -31,6 +31,8 @@ def linear_recurrence(a: torch.Tensor, u: torch.Tensor, h0: torch.Tensor | None 
     Returns:
         `h`: `(batch, length, *state_shape)`.
     """
+    if chunk_size < 2:
+        raise ValueError(f"chunk_size must be at least 2, got {chunk_size}.")
     batch, length = a.shape[:2]
     if length <= chunk_size:
         h = torch.empty_like(u)
