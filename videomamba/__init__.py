@@ -42,6 +42,21 @@ VideoMambaConfig.register_for_auto_class()
 for _auto_name, _model in AUTO_MODEL_CLASSES.items():
     _model.register_for_auto_class(_auto_name)
 
+# Video-text model (UMT-style VideoMamba + BERT) and its processor.
+from transformers import AutoProcessor  # noqa: E402
+
+from .configuration_videomamba_text import VideoMambaTextConfig  # noqa: E402
+from .modeling_videomamba_text import VideoMambaForVideoTextRetrieval, VideoMambaTextPreTrainedModel  # noqa: E402
+from .processing_videomamba import VideoMambaProcessor, build_wordpiece_tokenizer  # noqa: E402
+
+
+AutoConfig.register("videomamba_text", VideoMambaTextConfig, exist_ok=True)
+AutoModel.register(VideoMambaTextConfig, VideoMambaForVideoTextRetrieval, exist_ok=True)
+AutoProcessor.register(VideoMambaTextConfig, VideoMambaProcessor, exist_ok=True)
+VideoMambaTextConfig.register_for_auto_class()
+VideoMambaForVideoTextRetrieval.register_for_auto_class("AutoModel")
+VideoMambaProcessor.register_for_auto_class("AutoProcessor")
+
 
 __all__ = [
     "VIDEOMAMBA_PRESETS",
@@ -52,4 +67,9 @@ __all__ = [
     "VideoMambaForImageClassification",
     "is_mamba_ssm_available",
     "is_triton_scan_available",
+    "VideoMambaTextConfig",
+    "VideoMambaTextPreTrainedModel",
+    "VideoMambaForVideoTextRetrieval",
+    "VideoMambaProcessor",
+    "build_wordpiece_tokenizer",
 ]

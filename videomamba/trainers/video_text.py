@@ -11,8 +11,8 @@
   re-ranking of the top-k candidates by the matching head.
 """
 
+import inspect
 import logging
-import math
 from collections import defaultdict
 
 import numpy as np
@@ -124,16 +124,37 @@ def make_alignment_mask(
     return mask.to(device) if device is not None else mask
 
 
-def _teacher_outputs(result):
-    """Normalise a teacher's return value to `(targets, attention or None)`."""
+def call_teacher(teacher, pixel_values: torch.Tensor, return_attention: bool = True):
+    """Run a teacher and normalise its answer to `(targets (batch, 1 + patches, dim), attention or None)`.
+
+    Accepted teachers: `teacher(pixel_values[, return_attention=...])` returning a tensor `targets`, a tuple
+    `(targets, attention)`, or an object with `.targets` / `.attention`. `targets` may carry a leading layer axis of
+    size 1 (`(1, batch, tokens, dim)`, the shared `CLIPTeacher` layout); alignment here uses one layer.
+    """
+    forward = getattr(teacher, "forward", teacher)
+    try:
+        accepts = "return_attention" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    result = teacher(pixel_values, return_attention=return_attention) if accepts else teacher(pixel_values)
     if isinstance(result, torch.Tensor):
-        return result, None
-    if isinstance(result, (tuple, list)):
-        return result[0], (result[1] if len(result) > 1 else None)
-    targets = getattr(result, "targets", None)
+        targets, attention = result, None
+    elif isinstance(result, (tuple, list)):
+        targets, attention = result[0], (result[1] if len(result) > 1 else None)
+    else:
+        targets, attention = getattr(result, "targets", None), getattr(result, "attention", None)
     if targets is None:
-        targets = getattr(result, "last_hidden_state", None)
-    return targets, getattr(result, "attention", None)
+        raise ValueError(f"The teacher returned {type(result).__name__}, not targets (see call_teacher).")
+    if targets.ndim == 4:
+        if targets.shape[0] != 1:
+            raise ValueError(
+                f"The teacher returned {targets.shape[0]} layers of targets; video-text alignment uses one (build the "
+                "teacher with num_layers=1)."
+            )
+        targets = targets[0]
+    if targets.ndim != 3:
+        raise ValueError(f"Teacher targets must be (batch, 1 + patches, dim); got shape {tuple(targets.shape)}.")
+    return targets, attention
 
 
 def select_visible_targets(targets: torch.Tensor, bool_masked_pos: torch.Tensor) -> torch.Tensor:
@@ -175,21 +196,21 @@ class CLIPVisionTeacher(nn.Module):
         return super().train(False)  # always frozen
 
     @torch.no_grad()
-    def forward(self, pixel_values: torch.Tensor, output_attention: bool = True):
+    def forward(self, pixel_values: torch.Tensor, return_attention: bool = True):
         if pixel_values.ndim == 4:
             pixel_values = pixel_values.unsqueeze(1)
         batch, frames = pixel_values.shape[:2]
         images = pixel_values.flatten(0, 1).to(self.clip.visual_projection.weight.dtype)
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
-        outputs = self.clip.vision_model(pixel_values=images, output_attentions=output_attention, return_dict=True)
+        outputs = self.clip.vision_model(pixel_values=images, output_attentions=return_attention, return_dict=True)
         tokens = self.clip.visual_projection(outputs.last_hidden_state)  # (batch * frames, 1 + patches, dim)
         dim = tokens.shape[-1]
         cls_token = tokens[:, 0].reshape(batch, frames, dim).mean(1, keepdim=True)
         patches = tokens[:, 1:].reshape(batch, -1, dim)
         targets = F.normalize(torch.cat([cls_token, patches], dim=1).float(), dim=-1)
         attention = None
-        if output_attention and outputs.attentions:
+        if return_attention and outputs.attentions:
             attention = outputs.attentions[-1][:, :, 0, 1:].mean(1).reshape(batch, frames, -1)
         return targets, attention
 
@@ -316,9 +337,9 @@ class VideoTextPretrainingTrainer(Trainer):
         if hasattr(self.teacher, "to") and not getattr(self, "_teacher_placed", False):
             self.teacher.to(pixel_values.device)
             self._teacher_placed = True
-        with torch.no_grad(), self.accelerator.autocast():
-            targets, attention = _teacher_outputs(self.teacher(pixel_values))
         mask_type = self.image_mask_type if is_image else self.video_mask_type
+        with torch.no_grad(), self.accelerator.autocast():
+            targets, attention = call_teacher(self.teacher, pixel_values, return_attention=mask_type == "attention")
         if mask_type == "attention" and attention is None:
             mask_type = "random"
         bool_masked_pos = self.mask_generator(
@@ -533,8 +554,6 @@ def evaluate_retrieval(model, tokenizer, video_batches, texts, text_to_videos, r
     text_embeds, text_states, text_masks = extract_text_features(
         model, tokenizer, texts, batch_size=text_batch_size, max_length=max_length
     )
-    if video_embeds.shape[0] < 1 + max(max(v) for v in text_to_videos):
-        raise ValueError(f"Got {video_embeds.shape[0]} video embeddings but the captions refer to more videos.")
     similarity = video_text_similarity(video_embeds, text_embeds).t()  # (texts, videos)
     metrics = retrieval_metrics(similarity, text_to_videos)
     if rerank_k > 0:
@@ -553,6 +572,7 @@ __all__ = [
     "mask_tokens_for_mlm",
     "make_alignment_mask",
     "select_visible_targets",
+    "call_teacher",
     "retrieval_metrics",
     "extract_text_features",
     "extract_video_features",
