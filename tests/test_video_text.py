@@ -645,3 +645,48 @@ def test_trainer_rejects_bad_setups(tokenizer, processor, tmp_path):
     encoded = encode(tokenizer, ["the digit 1 moves up"] * 3)
     with pytest.raises(ValueError, match="2 videos but 3 captions"):
         trainer.compute_loss(model, {"pixel_values": videos(2), **encoded})
+
+
+REMOTE_CODE_SCRIPT = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "videomamba" or name.startswith("videomamba."):
+            raise ImportError("videomamba must not be importable here")
+        return None
+
+sys.meta_path.insert(0, Block())
+sys.path = [p for p in sys.path if p not in ("", ".")]
+import torch
+from transformers import AutoModel
+folder, inputs_path = sys.argv[1], sys.argv[2]
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+inputs = torch.load(inputs_path, weights_only=True)
+with torch.no_grad():
+    torch.save(model(**inputs).logits_per_video, inputs_path + ".logits")
+print(type(model).__name__)
+"""
+
+
+def test_remote_code_loading_without_the_package(model, tokenizer, tmp_path):
+    import subprocess
+    import sys
+
+    model.save_pretrained(tmp_path / "folder")
+    saved = json.loads((tmp_path / "folder" / "config.json").read_text())
+    assert saved["auto_map"]["AutoModel"].endswith("VideoMambaForVideoTextRetrieval")
+    inputs = {"pixel_values": videos(2), **encode(tokenizer, ["the digit 1 moves up", "a picture of the digit 2"])}
+    torch.save(dict(inputs), tmp_path / "inputs.pt")
+    (tmp_path / "script.py").write_text(REMOTE_CODE_SCRIPT)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, str(tmp_path / "script.py"), str(tmp_path / "folder"), str(tmp_path / "inputs.pt")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "VideoMambaForVideoTextRetrieval" in result.stdout
+    with torch.no_grad():
+        expected = model(**inputs).logits_per_video
+    torch.testing.assert_close(torch.load(tmp_path / "inputs.pt.logits", weights_only=True), expected)

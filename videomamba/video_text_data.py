@@ -171,11 +171,14 @@ class VideoTextDataset(torch.utils.data.Dataset):
 
 class VideoTextCollator:
     """Batches dataset items with a [`VideoMambaProcessor`]: `pixel_values`, `input_ids`, `attention_mask` (and
-    `token_type_ids`) and `video_ids`. A batch must hold one kind of media (see `MediaGroupedBatchSampler`)."""
+    `token_type_ids`) and `video_ids`; with `with_text=False` only `pixel_values` (retrieval galleries). The frames are
+    already sampled by the dataset, so the video processor is told not to sample again. A batch must hold one kind of
+    media (see `MediaGroupedBatchSampler`)."""
 
-    def __init__(self, processor, max_length: int | None = None):
+    def __init__(self, processor, max_length: int | None = None, with_text: bool = True):
         self.processor = processor
         self.max_length = max_length
+        self.with_text = with_text
 
     def __call__(self, features):
         kinds = {feature.get("media_type", "video") for feature in features}
@@ -184,14 +187,16 @@ class VideoTextCollator:
                 "A batch mixes images and videos; sample batches with MediaGroupedBatchSampler (the pretraining "
                 "trainer does)."
             )
-        kwargs = {"max_length": self.max_length} if self.max_length else {}
+        kwargs = {"max_length": self.max_length} if self.max_length and self.with_text else {}
         batch = self.processor(
-            text=[feature["caption"] for feature in features],
+            text=[feature["caption"] for feature in features] if self.with_text else None,
             videos=[feature["frames"] for feature in features],
             return_tensors="pt",
+            do_sample_frames=False,
             **kwargs,
         )
-        batch["video_ids"] = torch.tensor([feature["video_id"] for feature in features], dtype=torch.long)
+        if self.with_text:
+            batch["video_ids"] = torch.tensor([feature["video_id"] for feature in features], dtype=torch.long)
         return batch
 
 
