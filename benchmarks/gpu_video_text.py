@@ -174,7 +174,8 @@ def main():
         disable_tqdm=True, seed=0,
     )
     trainer = VideoTextPretrainingTrainer(
-        model=model, args=training_args, train_dataset=train_dataset, data_collator=VideoTextCollator(processor),
+        model=model, args=training_args, train_dataset=train_dataset,
+        data_collator=VideoTextCollator(processor, group_identical_captions=True),
         processing_class=processor, teacher=teacher,
         loss_weights={"vtc": 1.0, "vtm": 1.0, "mlm": 1.0, "uta": 1.0 if use_uta else 0.0},
         video_mask_ratio=args.video_mask_ratio, image_mask_ratio=0.25, callbacks=[TimeBudget(args.time_budget)],

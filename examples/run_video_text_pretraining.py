@@ -116,6 +116,9 @@ class DataArguments:
     merge_duplicate_captions: bool = field(
         default=False, metadata={"help": "Identical eval captions form one query matching all their videos."}
     )
+    group_identical_captions: bool = field(
+        default=False, metadata={"help": "Training pairs with identical captions are positives of each other."}
+    )
     num_frames: int = 8
     image_size: int = 224
     max_text_length: int = 32
@@ -136,6 +139,7 @@ def resolve_data(data_args: DataArguments):
         data_args.eval_video_dir = data_args.eval_video_dir or str(root)
         data_args.eval_captions = data_args.eval_captions or str(root / "captions_val.json")
         data_args.merge_duplicate_captions = True  # the demo's captions are templates
+        data_args.group_identical_captions = True
     if not (data_args.video_dir and data_args.train_captions):
         raise ValueError("Pass --video_dir and --train_captions (or --demo_data_dir).")
 
@@ -291,7 +295,8 @@ def main():
     }
     trainer = VideoTextPretrainingTrainer(
         model=model, args=training_args, train_dataset=train_dataset,
-        data_collator=VideoTextCollator(processor), processing_class=processor, teacher=teacher,
+        data_collator=VideoTextCollator(processor, group_identical_captions=data_args.group_identical_captions),
+        processing_class=processor, teacher=teacher,
         loss_weights=weights, mlm_probability=model_args.mlm_probability,
         video_mask_ratio=model_args.video_mask_ratio, image_mask_ratio=model_args.image_mask_ratio,
         video_mask_type=model_args.mask_type, image_mask_type=model_args.mask_type,

@@ -690,3 +690,18 @@ def test_remote_code_loading_without_the_package(model, tokenizer, tmp_path):
     with torch.no_grad():
         expected = model(**inputs).logits_per_video
     torch.testing.assert_close(torch.load(tmp_path / "inputs.pt.logits", weights_only=True), expected)
+
+
+def test_collator_batches_and_groups_identical_captions(processor):
+    dataset = InMemoryVideoText(num=4)
+    features = [dataset[i] for i in (0, 1, 2, 3)]
+    features[2] = {**features[2], "caption": features[0]["caption"]}
+    batch = VideoTextCollator(processor)(features)
+    assert batch["pixel_values"].shape == (4, 4, 3, 32, 32) and batch["input_ids"].shape == (4, 12)
+    assert batch["video_ids"].tolist() == [0, 1, 2, 3]
+    grouped = VideoTextCollator(processor, group_identical_captions=True)(features)["video_ids"].tolist()
+    assert grouped[0] == grouped[2] and len(set(grouped)) == 3
+    gallery = VideoTextCollator(processor, with_text=False)(features)
+    assert set(gallery.keys()) == {"pixel_values"}
+    with pytest.raises(ValueError, match="mixes images and videos"):
+        VideoTextCollator(processor)([dataset[0], dataset[len(dataset) - 1]])

@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import random
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -173,12 +174,19 @@ class VideoTextCollator:
     """Batches dataset items with a [`VideoMambaProcessor`]: `pixel_values`, `input_ids`, `attention_mask` (and
     `token_type_ids`) and `video_ids`; with `with_text=False` only `pixel_values` (retrieval galleries). The frames are
     already sampled by the dataset, so the video processor is told not to sample again. A batch must hold one kind of
-    media (see `MediaGroupedBatchSampler`)."""
+    media (see `MediaGroupedBatchSampler`).
 
-    def __init__(self, processor, max_length: int | None = None, with_text: bool = True):
+    With `group_identical_captions`, `video_ids` come from the caption text (a stable hash), so pairs with the same
+    caption are positives of each other in the contrastive loss and never negatives for matching: right for templated
+    captions (the demo's), where identical captions describe different videos.
+    """
+
+    def __init__(self, processor, max_length: int | None = None, with_text: bool = True,
+                 group_identical_captions: bool = False):
         self.processor = processor
         self.max_length = max_length
         self.with_text = with_text
+        self.group_identical_captions = group_identical_captions
 
     def __call__(self, features):
         kinds = {feature.get("media_type", "video") for feature in features}
@@ -196,7 +204,11 @@ class VideoTextCollator:
             **kwargs,
         )
         if self.with_text:
-            batch["video_ids"] = torch.tensor([feature["video_id"] for feature in features], dtype=torch.long)
+            if self.group_identical_captions:
+                ids = [zlib.crc32(feature["caption"].encode("utf-8")) for feature in features]
+            else:
+                ids = [feature["video_id"] for feature in features]
+            batch["video_ids"] = torch.tensor(ids, dtype=torch.long)
         return batch
 
 
