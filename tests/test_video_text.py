@@ -612,7 +612,7 @@ def test_trainer_steps_lower_the_loss_and_log_every_loss(tokenizer, processor, t
     dataset = InMemoryVideoText()
     collator = VideoTextCollator(processor)
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=2e-3, max_steps=12,
+        output_dir=str(tmp_path), per_device_train_batch_size=4, learning_rate=2e-3, max_steps=8,
         logging_steps=4, save_strategy="no", report_to=[], remove_unused_columns=False, use_cpu=True,
         dataloader_num_workers=0, disable_tqdm=True, seed=0,
     )
@@ -625,6 +625,7 @@ def test_trainer_steps_lower_the_loss_and_log_every_loss(tokenizer, processor, t
     before = fixed_batch_loss(model, trainer, batch)
     trainer.train()
     after = fixed_batch_loss(model, trainer, batch)
+    print(f'fixed-batch loss {before:.4f} -> {after:.4f}')
     assert after < before
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert logs and all(f"loss_{name}" in logs[0] for name in ("vtc", "vtm", "mlm", "uta"))
@@ -705,3 +706,36 @@ def test_collator_batches_and_groups_identical_captions(processor):
     assert set(gallery.keys()) == {"pixel_values"}
     with pytest.raises(ValueError, match="mixes images and videos"):
         VideoTextCollator(processor)([dataset[0], dataset[len(dataset) - 1]])
+
+
+def _gather_worker(rank, world_size, init_file, video, text, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        rows = slice(rank * 2, rank * 2 + 2)
+        local_video = video[rows].clone().requires_grad_(True)
+        local_text = text[rows].clone().requires_grad_(True)
+        loss = video_text_contrastive_loss(local_video, local_text, 0.1, gather=True)
+        loss.backward()
+        torch.save({"loss": loss.detach(), "video": local_video.grad, "text": local_text.grad}, f"{out_dir}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_contrastive_gather_across_two_processes_gives_the_global_batch_gradient(tmp_path):
+    """Two gloo processes with two pairs each: every process sees the loss of all four pairs, and its gradient,
+    averaged over the processes as DDP does, is the global-batch gradient."""
+    video, text = torch.randn(4, 3, 8), torch.randn(4, 8)
+    torch.multiprocessing.spawn(
+        _gather_worker, args=(2, str(tmp_path / "pg"), video, text, str(tmp_path)), nprocs=2, join=True
+    )
+    full_video, full_text = video.clone().requires_grad_(True), text.clone().requires_grad_(True)
+    full = video_text_contrastive_loss(full_video, full_text, 0.1, gather=False)
+    full.backward()
+    for rank in range(2):
+        result = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+        assert result["loss"].item() == pytest.approx(full.item(), rel=1e-6)
+        rows = slice(rank * 2, rank * 2 + 2)
+        torch.testing.assert_close(result["video"] / 2, full_video.grad[rows])
+        torch.testing.assert_close(result["text"] / 2, full_text.grad[rows])
