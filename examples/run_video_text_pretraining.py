@@ -72,6 +72,8 @@ class ModelArguments:
         default=None, metadata={"help": "A VideoMamba checkpoint folder for the vision encoder (e.g. K400 weights)."}
     )
     vision_preset: str = field(default="tiny", metadata={"help": "tiny / small / middle, when building from config."})
+    vision_num_layers: int | None = field(default=None, metadata={"help": "Override the preset's depth."})
+    vision_hidden_size: int | None = field(default=None, metadata={"help": "Override the preset's width."})
     text_model_name_or_path: str | None = field(
         default=None, metadata={"help": "A BERT folder on disk (weights + tokenizer) for the text encoder."}
     )
@@ -162,9 +164,12 @@ def build_model(model_args, data_args, vocab_size):
         vision_config = VideoMambaConfig.from_pretrained(model_args.vision_model_name_or_path)
         vision_config.num_frames, vision_config.image_size = data_args.num_frames, data_args.image_size
     else:
-        vision_config = VideoMambaConfig.from_preset(
-            model_args.vision_preset, num_frames=data_args.num_frames, image_size=data_args.image_size
-        )
+        overrides = {"num_frames": data_args.num_frames, "image_size": data_args.image_size}
+        if model_args.vision_num_layers:
+            overrides["num_hidden_layers"] = model_args.vision_num_layers
+        if model_args.vision_hidden_size:
+            overrides["hidden_size"] = model_args.vision_hidden_size
+        vision_config = VideoMambaConfig.from_preset(model_args.vision_preset, **overrides)
     if model_args.text_model_name_or_path:
         text_config = BertConfig.from_pretrained(model_args.text_model_name_or_path)
     else:

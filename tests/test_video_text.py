@@ -301,6 +301,20 @@ def test_clip_style_api_and_shapes(model, tokenizer):
     assert per_video.get_video_features(pixel_values).shape == (2, 16)
 
 
+def test_initialisation_of_the_composite_model(tokenizer):
+    model = VideoMambaForVideoTextRetrieval(make_config(len(tokenizer)))
+    mixer = model.vision_model.layers[0].mixer
+    expected = torch.log(torch.arange(1, 9, dtype=torch.float)).repeat(mixer.A_log.shape[0], 1)
+    torch.testing.assert_close(mixer.A_log.data, expected)  # VideoMamba's own initialisation
+    assert model.vision_model.embeddings.cls_token.abs().max() == 0
+    assert model.temperature.item() == pytest.approx(0.07)
+    key = model.text_model.encoder.layer[2].crossattention.self.key
+    assert key.weight.std().item() == pytest.approx(0.02, rel=0.25) and key.bias.abs().max() == 0  # BERT's init
+    assert model.vision_projection.weight.std().item() == pytest.approx(0.02, rel=0.25)
+    assert model.mlm_head.predictions.decoder.bias is model.mlm_head.predictions.bias
+    assert model.mlm_head.predictions.bias.abs().max() == 0
+
+
 def test_padding_does_not_change_text_features(model, tokenizer):
     short = encode(tokenizer, ["the digit 4 moves up"], length=8)
     long = encode(tokenizer, ["the digit 4 moves up"], length=16)
