@@ -75,7 +75,7 @@ def parse_args():
     parser.add_argument("--data_dir", default="/tmp/videomamba_videotext_demo")
     parser.add_argument("--output_dir", default="/tmp/videomamba_videotext_run")
     parser.add_argument("--max_steps", type=int, default=1500)
-    parser.add_argument("--time_budget", type=float, default=150.0, help="Seconds of training at most.")
+    parser.add_argument("--time_budget", type=float, default=120.0, help="Seconds of training at most.")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=3e-4)
     parser.add_argument("--num_workers", type=int, default=8)
