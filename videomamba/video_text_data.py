@@ -101,7 +101,8 @@ def load_video_frames(path, num_frames: int, random_offset: bool = False, rng=No
 
     total = get_num_frames(str(path))
     indices = segment_frame_indices(total, num_frames, random_offset=random_offset, rng=rng)
-    return np.asarray(read_video_frames(str(path), indices))
+    frames = np.asarray(read_video_frames(str(path), indices))
+    return frames if frames.flags.writeable else frames.copy()
 
 
 def load_image(path) -> np.ndarray:
@@ -109,7 +110,7 @@ def load_image(path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))[None]
+        return np.array(image.convert("RGB"))[None]  # a writable copy
 
 
 class VideoTextDataset(torch.utils.data.Dataset):
