@@ -2,10 +2,10 @@
 """Short video-text pretraining on the offline demo captions, with zero-shot retrieval before and after (one GPU).
 
 Everything is local: moving-digit videos ("the digit 3 moves to the left") and digit images ("a picture of the digit
-3") are generated, a WordPiece tokenizer is trained on their captions, VideoMamba-Ti (64x64, 8 frames) and a small BERT
-(4 layers, width 256, cross-attention from layer 2) are built from configs, and the alignment teacher is a small CLIP
-vision tower from a config with random weights (it exercises the UTA path; its targets carry no knowledge). Pass
-`--no_uta` to train with VTC + VTM + MLM only.
+3") are generated, a WordPiece tokenizer is trained on their captions, VideoMamba-Ti (64x64, 8 frames) and a small
+BERT (4 layers, width 256, cross-attention from layer 2, initialised with std 1/sqrt(width): see docs/video_text.md)
+are built from configs, and the alignment teacher is a small CLIP vision tower from a config with random weights (it
+exercises the UTA path; its targets carry no knowledge). Pass `--no_uta` to train with VTC + VTM + MLM only.
 
     python benchmarks/gpu_video_text.py                      # ~3-4 minutes on an H100, prints R@1 before / after
     python benchmarks/gpu_video_text.py --smoke              # a few CPU steps of tiny models (checks the pipeline)
@@ -112,14 +112,14 @@ def main():
         )
         text_config = BertConfig(
             vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=32,
+            intermediate_size=64, max_position_embeddings=32, initializer_range=32**-0.5,
         )
         fusion_layer, projection_dim, teacher_width = 1, 32, 16
     else:
         vision_config = VideoMambaConfig.from_preset("tiny", num_frames=num_frames, image_size=frame_size)
         text_config = BertConfig(
             vocab_size=len(tokenizer), hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-            intermediate_size=1024, max_position_embeddings=64,
+            intermediate_size=1024, max_position_embeddings=64, initializer_range=256**-0.5,
         )
         fusion_layer, projection_dim, teacher_width = 2, 256, 128
     use_uta = not args.no_uta

@@ -177,6 +177,9 @@ def build_model(model_args, data_args, vocab_size):
             vocab_size=vocab_size, hidden_size=model_args.text_hidden_size,
             num_hidden_layers=model_args.text_num_layers, num_attention_heads=model_args.text_num_heads,
             intermediate_size=4 * model_args.text_hidden_size, max_position_embeddings=max(64, data_args.max_text_length),
+            # From scratch, BERT's std of 0.02 maps every caption to nearly the same [CLS] and the contrastive loss
+            # stalls; 1 / sqrt(width) lets the captions differ from the start.
+            initializer_range=model_args.text_hidden_size**-0.5,
         )
     fusion_layer = model_args.fusion_layer or max(1, (3 * text_config.num_hidden_layers) // 4)
     teacher_width = None
