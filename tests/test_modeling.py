@@ -234,7 +234,8 @@ def test_remote_code_loading_without_the_package(tmp_path, config):
     model.save_pretrained(tmp_path / "folder")
     saved = json.loads((tmp_path / "folder" / "config.json").read_text())
     assert saved["auto_map"]["AutoModelForVideoClassification"].endswith("VideoMambaForVideoClassification")
-    assert (tmp_path / "folder" / "selective_scan_torch.py").exists()
+    for module in ("selective_scan_torch.py", "bimamba_triton.py", "fused_add_norm_triton.py"):
+        assert (tmp_path / "folder" / module).exists(), module
     inputs = video(config)
     torch.save({"pixel_values": inputs}, tmp_path / "inputs.pt")
     (tmp_path / "script.py").write_text(REMOTE_CODE_SCRIPT)

@@ -2,8 +2,8 @@
 """VideoMamba for transformers.
 
 Importing this package registers VideoMamba with transformers' Auto classes (`AutoConfig`, `AutoModel`,
-`AutoModelForVideoClassification`, `AutoModelForImageClassification`), and marks the classes so that every
-`save_pretrained` folder also loads with `trust_remote_code=True` where this package is not installed.
+`AutoModelForVideoClassification`, `AutoModelForImageClassification`, `AutoVideoProcessor`), and marks the classes so
+that every `save_pretrained` folder also loads with `trust_remote_code=True` where this package is not installed.
 """
 
 from transformers import (
@@ -11,6 +11,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForVideoClassification,
+    AutoVideoProcessor,
 )
 
 from .configuration_videomamba import VIDEOMAMBA_PRESETS, VideoMambaConfig
@@ -22,6 +23,7 @@ from .modeling_videomamba import (
     is_mamba_ssm_available,
     is_triton_scan_available,
 )
+from .video_processing_videomamba import VideoMambaVideoProcessor, average_view_logits
 
 
 __version__ = "0.1.0"
@@ -38,7 +40,10 @@ for _auto, _model in zip(
 ):
     _auto.register(VideoMambaConfig, _model, exist_ok=True)
 
+AutoVideoProcessor.register(VideoMambaConfig, video_processor_class=VideoMambaVideoProcessor, exist_ok=True)
+
 VideoMambaConfig.register_for_auto_class()
+VideoMambaVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 for _auto_name, _model in AUTO_MODEL_CLASSES.items():
     _model.register_for_auto_class(_auto_name)
 
@@ -65,6 +70,8 @@ __all__ = [
     "VideoMambaPreTrainedModel",
     "VideoMambaForVideoClassification",
     "VideoMambaForImageClassification",
+    "VideoMambaVideoProcessor",
+    "average_view_logits",
     "is_mamba_ssm_available",
     "is_triton_scan_available",
     "VideoMambaTextConfig",

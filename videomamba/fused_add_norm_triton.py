@@ -9,8 +9,13 @@ about six passes). The backward pass recomputes the normalisation from `residual
 """
 
 import torch
-import triton
-import triton.language as tl
+
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as error:
+    raise ImportError("videomamba's fused add + RMSNorm needs Triton (it ships with PyTorch's CUDA builds).") from error
 
 
 @triton.jit

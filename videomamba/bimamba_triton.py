@@ -1,0 +1,1120 @@
+# Copyright 2026 The videomamba authors. Licensed under the Apache License, Version 2.0.
+"""Fused bidirectional selective scan (VideoMamba's `bimamba` mixer) in Triton: forward and backward, no build step.
+
+The mixer, per direction (the backward direction is the same computation on the sequence reversed, with its own
+parameters `conv1d_b`, `x_proj_b`, `dt_proj_b`, `A_b_log`, `D_b`; both share `x` and `z` from one `in_proj`):
+
+    xc      = silu(depthwise_conv(x) + conv_bias)        (causal forward, anti-causal backward, in original order)
+    dt, B, C = split(xc @ x_proj.T, [R, N, N])
+    delta   = softplus(dt @ dt_proj.weight.T + dt_proj.bias)
+    h_t     = exp(delta_t * A) * h_{t-1} + delta_t * B_t * xc_t          (A = -exp(A_log), state in float32)
+    out_t   = (<C_t, h_t> + D * xc_t) * silu(z_t)
+    mixer   = out_proj(out_forward + out_backward)
+
+Kernels (token-major `(batch, length, channels)` throughout: no transposes, no flipped copies):
+
+* `_conv_xproj_kernel`: both directions' conv + SiLU straight from the `in_proj` output, and both `x_proj` products
+  on the tensor cores, writing only `x_dbl` `(batch, length, 2, R + 2N)` in float32. `xc` is never written.
+* `_scan_fwd_kernel`: one program per (channel block, direction, sample) walks the sequence in its direction, one
+  token a step, state `(N, channels)` in registers, the next token's loads issued during the current one and rows
+  further ahead prefetched into L2. It reads `x`, `z` and its `x_dbl` row, recomputes the conv,
+  computes `dt_proj` and softplus in registers, and writes the gated output of its direction into
+  `out2 (batch, length, 2, d_inner)`. `out_proj(out_f + out_b)` is one GEMM of `out2` with `[W, W]` (K = 2 d_inner),
+  so the two directions never wait on each other and no partial sums travel through memory.
+* Backward: `_scan_bwd_kernel` (per direction: a forward sweep that stores the state every `T` tokens, then chunks of
+  `T` tokens from the end, each recomputing its states with an in-register scan and running the adjoint scan),
+  `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv backward
+  into the `in_proj` output layout, `z` gradient). Nothing of size `(batch, length, d_inner, N)` is ever stored.
+
+Numerics: exponentials as `exp2` with `A` pre-scaled by log2(e); the state and all accumulations in float32; inputs
+bf16, fp16 or fp32. With fp32 inputs all arithmetic is IEEE fp32 (matrix products included); with half inputs the
+SiLU gates use the hardware `tanh.approx` (error ~2^-11, under the input's own rounding) and the x_proj product takes
+`xc` rounded to the input dtype (as the stock path does), accumulating in float32; the scan itself uses the float32
+`xc`.
+"""
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+
+try:
+    import triton
+    import triton.language as tl
+except Exception as error:  # pragma: no cover - exercised only where Triton is missing
+    raise ImportError(
+        "videomamba.bimamba_triton needs Triton (pip install triton); use scan_backend='torch' or 'mamba_ssm'."
+    ) from error
+
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# elementwise helpers
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _exp2(x, FAST: tl.constexpr):
+    if FAST:
+        return tl.inline_asm_elementwise(
+            "ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1
+        )
+    else:
+        return tl.exp2(x)
+
+
+@triton.jit
+def _rcp(x, FAST: tl.constexpr):
+    if FAST:
+        return tl.inline_asm_elementwise(
+            "rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1
+        )
+    else:
+        return 1.0 / x
+
+
+@triton.jit
+def _sigmoid(x, FAST: tl.constexpr, TANH: tl.constexpr):
+    """sigmoid(x); with TANH one `tanh.approx` (relative error ~2^-11, for half-precision inputs only)."""
+    if TANH:
+        t = tl.inline_asm_elementwise(
+            "tanh.approx.f32 $0, $1;", "=f,f", [x * 0.5], dtype=tl.float32, is_pure=True, pack=1
+        )
+        return 0.5 + 0.5 * t
+    else:
+        return _rcp(1.0 + _exp2(-x * 1.4426950408889634, FAST), FAST)
+
+
+@triton.jit
+def _softplus(x, FAST: tl.constexpr):
+    """log(1 + exp(x)) to fp32 accuracy with one exp2 and one reciprocal:
+    max(x, 0) + log1p(u), u = exp(-|x|) in (0, 1], log1p(u) = 2 atanh(s), s = u / (2 + u) <= 1/3."""
+    u = _exp2(-tl.abs(x) * 1.4426950408889634, FAST)
+    s = u * _rcp(2.0 + u, FAST)
+    s2 = s * s
+    p = 1.0 / 15.0
+    p = p * s2 + 1.0 / 13.0
+    p = p * s2 + 1.0 / 11.0
+    p = p * s2 + 1.0 / 9.0
+    p = p * s2 + 1.0 / 7.0
+    p = p * s2 + 1.0 / 5.0
+    p = p * s2 + 1.0 / 3.0
+    p = p * s2 + 1.0
+    return tl.maximum(x, 0.0) + 2.0 * s * p
+
+
+@triton.jit
+def _prefetch_l2(ptrs):
+    """`prefetch.global.L2` of each lane's address (a hint; no result)."""
+    tl.inline_asm_elementwise(
+        "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# forward kernels
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _conv_xproj_kernel(
+    xz_ptr, convw_ptr, convb_ptr, wx_ptr, xdbl_ptr,
+    L, D,
+    s_xz_b, s_xz_l, s_xd_b, s_xd_l,
+    PS: tl.constexpr, PSP: tl.constexpr, K: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, IEEE: tl.constexpr,
+):
+    """x_dbl[b, t, dir] = silu(conv_dir(x)[t] + bias_dir) @ x_proj_dir.T for both directions, padded rows.
+
+    xz: (B, L, 2D) with x = [..., :D]; convw: (2, K, D) fp32; convb: (2, D) fp32; wx: (2, PSP, D) fp32, x_proj
+    rows scattered to the padded row layout (zero rows elsewhere); xdbl: (B, L, 2, PS) fp32. Grid (cdiv(L, BT), B).
+    """
+    pid_t = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    offs_t = pid_t * BT + tl.arange(0, BT)
+    offs_p = tl.arange(0, PSP)
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    acc_f = tl.zeros([BT, PSP], dtype=tl.float32)
+    acc_b = tl.zeros([BT, PSP], dtype=tl.float32)
+    for c0 in range(0, D, BC):
+        offs_c = c0 + tl.arange(0, BC)
+        mask_c = offs_c < D
+        pre_f = tl.zeros([BT, BC], dtype=tl.float32) + tl.load(convb_ptr + offs_c, mask=mask_c, other=0.0)[None, :]
+        pre_b = tl.zeros([BT, BC], dtype=tl.float32) + tl.load(convb_ptr + D + offs_c, mask=mask_c, other=0.0)[None, :]
+        for j in tl.static_range(K):
+            # forward: pre_f[t] += w_f[K-1-j] * x[t-j]; backward: pre_b[t] += w_b[K-1-j] * x[t+j]
+            wf = tl.load(convw_ptr + (K - 1 - j) * D + offs_c, mask=mask_c, other=0.0)
+            wb = tl.load(convw_ptr + (2 * K - 1 - j) * D + offs_c, mask=mask_c, other=0.0)
+            tm = offs_t - j
+            xm = tl.load(
+                x_base + tm[:, None] * s_xz_l + offs_c[None, :],
+                mask=((tm >= 0) & (tm < L))[:, None] & mask_c[None, :], other=0.0,
+            ).to(tl.float32)
+            pre_f += wf[None, :] * xm
+            if j == 0:
+                pre_b += wb[None, :] * xm
+            else:
+                tp = offs_t + j
+                xp = tl.load(
+                    x_base + tp[:, None] * s_xz_l + offs_c[None, :],
+                    mask=(tp < L)[:, None] & mask_c[None, :], other=0.0,
+                ).to(tl.float32)
+                pre_b += wb[None, :] * xp
+        xc_f = pre_f / (1.0 + tl.exp(-pre_f))
+        xc_b = pre_b / (1.0 + tl.exp(-pre_b))
+        w_f = tl.load(wx_ptr + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
+        w_b = tl.load(wx_ptr + PSP * D + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
+        if IEEE:
+            acc_f = tl.dot(xc_f, w_f, acc_f, input_precision="ieee")
+            acc_b = tl.dot(xc_b, w_b, acc_b, input_precision="ieee")
+        else:
+            # half inputs: xc rounded to the input dtype as the stock path does, weights exact in it
+            op_dtype = xz_ptr.dtype.element_ty
+            acc_f = tl.dot(xc_f.to(op_dtype), w_f.to(op_dtype), acc_f)
+            acc_b = tl.dot(xc_b.to(op_dtype), w_b.to(op_dtype), acc_b)
+    out_mask = (offs_t < L)[:, None] & (offs_p < PS)[None, :]
+    out = xdbl_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[:, None] * s_xd_l + offs_p[None, :]
+    tl.store(out, acc_f, mask=out_mask)
+    tl.store(out + PS, acc_b, mask=out_mask)
+
+
+@triton.jit
+def _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                FAST: tl.constexpr, TANH: tl.constexpr):
+    """One token of one direction: conv over (xt, xp1, xp2, xp3) (this, then earlier tokens in scan order), SiLU,
+    dt_proj + softplus, state update, readout, D skip and gate. Returns the new state and the gated output."""
+    pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
+    xc = pre * _sigmoid(pre, FAST, TANH)
+    delta = _softplus(tl.sum(tl.sum(wdt * dtl, axis=1), axis=0) + bdt, FAST)
+    a = _exp2(a2 * delta[None, None, :], FAST)
+    h = a * h + bv * (delta * xc)[None, None, :]
+    y = tl.sum(tl.sum(h * cv, axis=1), axis=0) + dsk * xc
+    return h, y * (zt * _sigmoid(zt, FAST, TANH))
+
+
+@triton.jit
+def _scan_fwd_kernel(
+    xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr,
+    L, D,
+    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l,
+    K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, PS: tl.constexpr, BD: tl.constexpr,
+    FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr, PF_DIST: tl.constexpr,
+    UNROLL: tl.constexpr, PIPE: tl.constexpr,
+):
+    """One direction of the selective scan for BD channels of one sample, gated, into out2[b, :, dir, :].
+
+    Program (channel block, direction, sample); direction 1 walks t = L-1 .. 0 and its conv looks ahead.
+    Per-channel tables, fp32: convw (2, K, D), convb / dtb / dsk (2, D), dtw (2, D, 4 RG) = dt_proj.weight zero-padded,
+    a2 (2, D, 4 NG) = A * log2(e) zero-padded. States and dt-rank live in 3D tiles (groups of 4, 4, channels):
+    each lane owns one channel and all its states, and each token's B / C / dt row arrives as 16-byte broadcast loads.
+    x_dbl rows are padded: (B, L, 2, PS), PS = 4 (RG + 2 NG) (passed in), dt at 0, B at 4 RG, C at 4 (RG + NG), pads
+    zero; its strides come divided by 4 (`s_xd_b4`, `s_xd_l4`) so that the compiler knows rows are 16-byte aligned.
+    UNROLL = 2 takes two tokens per iteration, their loads issued together (one memory latency per two tokens).
+    PIPE = 1 (with UNROLL = 1) loads the next token's inputs during the current token (software pipelining: the
+    memory latency overlaps the arithmetic instead of stalling every step).
+    """
+    pid_d = tl.program_id(0)
+    dr = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    g_n = tl.arange(0, NG)[:, None, None]
+    g_r = tl.arange(0, RG)[:, None, None]
+    v4 = tl.arange(0, 4)[None, :, None]
+    d3 = offs_d[None, None, :]
+    m3 = mask_d[None, None, :]
+    n3 = g_n * 4 + v4  # state index (NG, 4, 1)
+    r3 = g_r * 4 + v4
+
+    a2 = tl.load(a2_ptr + (dr * D + d3) * (NG * 4) + n3, mask=m3, other=0.0)  # (NG, 4, BD)
+    wdt = tl.load(dtw_ptr + (dr * D + d3) * (RG * 4) + r3, mask=m3, other=0.0)  # (RG, 4, BD)
+    bdt = tl.load(dtb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
+    dsk = tl.load(dsk_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
+    cb = tl.load(convb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
+    wc_base = convw_ptr + dr * K * D + offs_d
+    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
+    w1 = tl.zeros([BD], dtype=tl.float32)
+    w2 = tl.zeros([BD], dtype=tl.float32)
+    w3 = tl.zeros([BD], dtype=tl.float32)
+    if K > 1:
+        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
+    if K > 2:
+        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
+    if K > 3:
+        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b + offs_d
+    xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
+    o_base = out_ptr + pid_b.to(tl.int64) * s_o_b + dr * D + offs_d
+    zero3 = d3 * 0
+    off_r3 = r3 + zero3
+    off_b3 = 4 * RG + n3 + zero3
+    off_c3 = 4 * (RG + NG) + n3 + zero3
+
+    h = tl.zeros([NG, 4, BD], dtype=tl.float32)
+    xp1 = tl.zeros([BD], dtype=tl.float32)
+    xp2 = tl.zeros([BD], dtype=tl.float32)
+    xp3 = tl.zeros([BD], dtype=tl.float32)
+    step = 1 - 2 * dr
+    t = dr * (L - 1)
+    lane = tl.arange(0, BD) % 32
+    if PIPE:
+        row = x_base + t * s_xz_l
+        xrow = xd_base + (t * s_xd_l4) * 4
+        nxt_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
+        nxt_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
+        nxt_dtl = tl.load(xrow + off_r3)
+        nxt_bv = tl.load(xrow + off_b3)
+        nxt_cv = tl.load(xrow + off_c3)
+        for i in range(0, L):
+            if PREFETCH:
+                if i % 32 == 0:
+                    tp = t + step * (PF_DIST + lane)
+                    tp = tl.minimum(tl.maximum(tp, 0), L - 1)
+                    _prefetch_l2(x_base + tp * s_xz_l)
+                    _prefetch_l2(x_base + tp * s_xz_l + D)
+                    prow = xd_base + tp * s_xd_l4 * 4
+                    _prefetch_l2(prow)
+                    _prefetch_l2(prow + (PS - 1))
+            xt = nxt_x
+            zt = nxt_z
+            dtl = nxt_dtl
+            bv = nxt_bv
+            cv = nxt_cv
+            tn = t + step * (i + 1 < L).to(tl.int32)  # the last iteration reloads its own token
+            row = x_base + tn * s_xz_l
+            xrow = xd_base + (tn * s_xd_l4) * 4
+            nxt_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
+            nxt_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
+            nxt_dtl = tl.load(xrow + off_r3)
+            nxt_bv = tl.load(xrow + off_b3)
+            nxt_cv = tl.load(xrow + off_c3)
+            h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                                 FAST, TANH)
+            tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
+            xp3 = xp2
+            xp2 = xp1
+            xp1 = xt
+            t = tn
+    for i in range(0, (L // UNROLL) * (1 - PIPE)):
+        if PREFETCH:
+            if (i * UNROLL) % 32 == 0:
+                tp = t + step * (PF_DIST + lane)
+                tp = tl.minimum(tl.maximum(tp, 0), L - 1)
+                _prefetch_l2(x_base + tp * s_xz_l)
+                _prefetch_l2(x_base + tp * s_xz_l + D)
+                prow = xd_base + tp * s_xd_l4 * 4
+                _prefetch_l2(prow)
+                _prefetch_l2(prow + (PS - 1))
+        row = x_base + t * s_xz_l
+        xrow = xd_base + (t * s_xd_l4) * 4
+        xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
+        zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
+        dtl = tl.load(xrow + off_r3)
+        bv = tl.load(xrow + off_b3)
+        cv = tl.load(xrow + off_c3)
+        if UNROLL == 2:
+            row2 = row + step * s_xz_l
+            xrow2 = xrow + step * s_xd_l4 * 4
+            xt2 = tl.load(row2, mask=mask_d, other=0.0).to(tl.float32)
+            zt2 = tl.load(row2 + D, mask=mask_d, other=0.0).to(tl.float32)
+            dtl2 = tl.load(xrow2 + off_r3)
+            bv2 = tl.load(xrow2 + off_b3)
+            cv2 = tl.load(xrow2 + off_c3)
+        h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                             FAST, TANH)
+        tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
+        if UNROLL == 2:
+            h, out2 = _scan_token(h, xt2, xt, xp1, xp2, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                                  FAST, TANH)
+            tl.store(o_base + (t + step) * s_o_l, out2.to(out_ptr.dtype.element_ty), mask=mask_d)
+            xp3 = xp1
+            xp2 = xt
+            xp1 = xt2
+        else:
+            xp3 = xp2
+            xp2 = xp1
+            xp1 = xt
+        t += UNROLL * step
+    if UNROLL == 2 and PIPE == 0:
+        if L % 2 == 1:
+            row = x_base + t * s_xz_l
+            xrow = xd_base + (t * s_xd_l4) * 4
+            xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
+            zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
+            h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, tl.load(xrow + off_r3), tl.load(xrow + off_b3),
+                                 tl.load(xrow + off_c3), a2, wdt, bdt, dsk, cb, w0, w1, w2, w3, FAST, TANH)
+            tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# backward kernels
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _lin_combine(a1, b1, a2, b2):
+    """(a1, b1) earlier, (a2, b2) later: h = a2 * (a1 * h0 + b1) + b2."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _rev_later_first(c1, g1, c2, g2):
+    """Reverse scan G_j = g_j + c_j G_{j+1}, for a scan that calls combine(later aggregate, earlier element)."""
+    return c1 * c2, g2 + c2 * g1
+
+
+@triton.jit
+def _rev_earlier_first(c1, g1, c2, g2):
+    """Reverse scan G_j = g_j + c_j G_{j+1}, for a scan that calls combine(earlier element, later aggregate)."""
+    return c1 * c2, g1 + c1 * g2
+
+
+@triton.jit
+def _probe_combine(x, y):
+    return x * 10.0 + y
+
+
+@triton.jit
+def _scan_order_probe_kernel(out_ptr):
+    """out[0] = 21 when a reverse scan calls combine(later, earlier), 12 when combine(earlier, later)."""
+    rows = tl.arange(0, 2)[:, None] + tl.zeros([2, 32], dtype=tl.int32)
+    vals = (rows + 1).to(tl.float32)
+    res = tl.associative_scan(vals, 0, _probe_combine, reverse=True)
+    first = tl.sum(tl.where(rows == 0, res, 0.0), axis=0)
+    tl.store(out_ptr + tl.arange(0, 32), first)
+
+
+@triton.jit(do_not_specialize=["s_c"])
+def _scan_bwd_kernel(
+    xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr,
+    ckpt_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr,
+    L, D, NCH, NDB,
+    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_y_b, s_y_l, s_c,
+    R: tl.constexpr, N: tl.constexpr, K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr,
+    RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
+    BD: tl.constexpr, T: tl.constexpr, FAST: tl.constexpr, REV_LATER_FIRST: tl.constexpr,
+):
+    """Backward of one direction of `_scan_fwd_kernel` for BD channels of one sample (grid: channel block,
+    direction, sample).
+
+    Phase 1 walks the sequence in the direction's order and stores the state entering every chunk of T tokens in
+    `ckpt (B, 2, NCH, 4 NG, D)`. Phase 2 takes the chunks from the last: (T, BD) tiles with the T tokens in each
+    lane's registers; for every state n it recomputes the states of the chunk with an in-register scan from the
+    checkpoint and runs the adjoint recurrence G_j = C_j gy_j + exp(delta_{j+1} A) G_{j+1} backwards, carrying
+    exp(delta A) G of the chunk's first token to the previous chunk.
+
+    Writes y (B, L, 2, D) fp32 (this direction's ungated output, D skip included), dxc (B, L, 2, D) fp32 (gradient
+    wrt the conv output, x_proj path excluded), ddp (B, L, 2, D) fp32 (gradient wrt dt_proj's output before the
+    softplus: the dt_proj gradients are then two small matrix products on the host side), dxd (B, L, 2, NDB, PS)
+    fp32 (this channel block's share of the gradient wrt the B and C columns of x_dbl; other columns unwritten) and
+    per-sample gradients dA (B, 2, 4 NG, D) (wrt A = -exp(A_log)) and dD (B, 2, D).
+    `s_c` is the channel stride (always 1, unspecialised so that the (T, BD) tiles keep T inside each lane).
+    RP4 = 4 RG, NP4 = 4 NG, PS = RP4 + 2 NP4.
+    """
+    pid_d = tl.program_id(0)
+    dr = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    dc = offs_d * s_c
+    step = 1 - 2 * dr
+
+    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    wc_base = convw_ptr + dr * K * D + dc
+    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
+    if K > 1:
+        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
+    if K > 2:
+        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
+    if K > 3:
+        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
+    ck_base = ckpt_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH) * (NP4 * D)
+
+    # ---- phase 1: states entering each chunk ------------------------------------------------------------------
+    g_n = tl.arange(0, NG)[:, None, None]
+    g_r = tl.arange(0, RG)[:, None, None]
+    v4 = tl.arange(0, 4)[None, :, None]
+    d3 = offs_d[None, None, :]
+    m3 = mask_d[None, None, :]
+    n3 = g_n * 4 + v4
+    r3 = g_r * 4 + v4
+    a2t = tl.load(a2_ptr + (dr * D + d3) * NP4 + n3, mask=m3, other=0.0)
+    wdtt = tl.load(dtw_ptr + (dr * D + d3) * RP4 + r3, mask=m3, other=0.0)
+    zero3 = d3 * 0
+    off_r3 = r3 + zero3
+    off_b3 = RP4 + n3 + zero3
+    ck_off3 = n3 * D + d3 * s_c
+    h = tl.zeros([NG, 4, BD], dtype=tl.float32)
+    xp1 = tl.zeros([BD], dtype=tl.float32)
+    xp2 = tl.zeros([BD], dtype=tl.float32)
+    xp3 = tl.zeros([BD], dtype=tl.float32)
+    t = dr * (L - 1)
+    for i in range(0, L):
+        if i % T == 0:
+            tl.store(ck_base + (i // T) * (NP4 * D) + ck_off3, h, mask=m3)
+        xt = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0).to(tl.float32)
+        xrow = xd_base + (t * s_xd_l4) * 4
+        dtl = tl.load(xrow + off_r3)
+        bv = tl.load(xrow + off_b3)
+        pre = cb + w0 * xt
+        if K > 1:
+            pre += w1 * xp1
+        if K > 2:
+            pre += w2 * xp2
+        if K > 3:
+            pre += w3 * xp3
+        xc = pre * _sigmoid(pre, FAST, False)
+        delta = _softplus(tl.sum(tl.sum(wdtt * dtl, axis=1), axis=0) + bdt, FAST)
+        h = _exp2(a2t * delta[None, None, :], FAST) * h + bv * (delta * xc)[None, None, :]
+        xp3 = xp2
+        xp2 = xp1
+        xp1 = xt
+        t += step
+    tl.debug_barrier()
+
+    # ---- phase 2: chunks from the last ------------------------------------------------------------------------
+    offs_j = tl.arange(0, T)
+    rows_n = tl.arange(0, NP4)[:, None]
+    dmask2 = mask_d[None, :]
+    dc2 = dc[None, :]
+    zero2 = tl.zeros([T, BD], dtype=tl.int32)
+    Gc = tl.zeros([NP4, BD], dtype=tl.float32)
+    dA_acc = tl.zeros([NP4, BD], dtype=tl.float32)
+    dD_acc = tl.zeros([BD], dtype=tl.float32)
+    is_first = (offs_j == 0)[:, None]
+    is_last = (offs_j == T - 1)[:, None]
+    y_base = y_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
+    dxc_base = dxc_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
+    do_base = dout_ptr + pid_b.to(tl.int64) * s_do_b + dr * s_do_dir
+    dxd_base = dxd_ptr + ((pid_b.to(tl.int64) * L) * 2 * NDB + dr * NDB + pid_d) * PS
+    for cc in range(0, NCH):
+        c = NCH - 1 - cc
+        pos = c * T + offs_j  # scan positions of the chunk's rows
+        valid = pos < L
+        tok = pos + dr * (L - 1 - 2 * pos)
+        tok = tl.where(valid, tok, 0)
+        valid2 = valid[:, None] & dmask2
+        # conv over the direction's past: scan positions i, i-1, ..., i-K+1
+        xrow = x_base + tok[:, None] * s_xz_l + dc2
+        pre = cb[None, :] + w0[None, :] * tl.load(xrow, mask=valid2, other=0.0).to(tl.float32)
+        if K > 1:
+            pre += w1[None, :] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[:, None], other=0.0).to(tl.float32)
+        if K > 2:
+            pre += w2[None, :] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[:, None], other=0.0).to(tl.float32)
+        if K > 3:
+            pre += w3[None, :] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[:, None], other=0.0).to(tl.float32)
+        sg = _sigmoid(pre, FAST, False)
+        xc = pre * sg
+        z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
+        dout = tl.load(do_base + tok[:, None] * s_do_l + dc2, mask=valid2, other=0.0).to(tl.float32)
+        gy = dout * (z * _sigmoid(z, FAST, False))
+        # delta at the chunk's rows and at the next scan position
+        xdrow = xd_base + (tok * s_xd_l4)[:, None] * 4 + zero2
+        valid_n = (pos + 1) < L
+        tok_n = tl.where(valid_n, tok + step, 0)
+        xdrow_n = xd_base + (tok_n * s_xd_l4)[:, None] * 4 + zero2
+        dtp = tl.zeros([T, BD], dtype=tl.float32) + bdt[None, :]
+        dtp_n = tl.zeros([T, BD], dtype=tl.float32) + bdt[None, :]
+        for r in tl.static_range(R):
+            wr = tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0)
+            dtp += wr[None, :] * tl.load(xdrow + r, mask=valid[:, None], other=0.0)
+            dtp_n += wr[None, :] * tl.load(xdrow_n + r, mask=valid_n[:, None], other=0.0)
+        delta = tl.where(valid2, _softplus(dtp, FAST), 0.0)
+        delta_n = tl.where(valid_n[:, None] & dmask2, _softplus(dtp_n, FAST), 0.0)
+        u = delta * xc
+        yacc = tl.zeros([T, BD], dtype=tl.float32)
+        dxc_acc = tl.zeros([T, BD], dtype=tl.float32)
+        ddl_acc = tl.zeros([T, BD], dtype=tl.float32)
+        ck_c = ck_base + c * (NP4 * D) + dc
+        for n in range(0, N):  # a run-time loop: an unrolled one lets the compiler hoist all states' loads
+            a2n = tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
+            Bn = tl.load(xdrow + RP4 + n, mask=valid[:, None], other=0.0)
+            Cn = tl.load(xdrow + RP4 + NP4 + n, mask=valid[:, None], other=0.0)
+            hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
+            a = _exp2(delta * a2n[None, :], FAST)
+            bx = u * Bn
+            _, hs = tl.associative_scan((a, tl.where(is_first, bx + a * hin[None, :], bx)), 0, _lin_combine)
+            yacc += hs * Cn
+            an = _exp2(delta_n * a2n[None, :], FAST)
+            gcn = tl.sum(tl.where(rows_n == n, Gc, 0.0), axis=0)
+            g = gy * Cn + tl.where(is_last, gcn[None, :], 0.0)
+            if REV_LATER_FIRST:
+                _, G = tl.associative_scan((an, g), 0, _rev_later_first, reverse=True)
+            else:
+                _, G = tl.associative_scan((an, g), 0, _rev_earlier_first, reverse=True)
+            ah = hs - bx  # exp(delta_j A) h_{j-1}
+            Gah = G * ah
+            dA_acc = tl.where(rows_n == n, dA_acc + tl.sum(Gah * delta, axis=0)[None, :], dA_acc)
+            GB = G * Bn
+            ddl_acc += GB * xc + Gah * (a2n * 0.6931471805599453)[None, :]
+            dxc_acc += GB * delta
+            dB = tl.sum(G * u, axis=1)
+            dC = tl.sum(gy * hs, axis=1)
+            rowp = dxd_base + tok * (2 * NDB * PS)
+            tl.store(rowp + RP4 + n, dB, mask=valid)
+            tl.store(rowp + RP4 + NP4 + n, dC, mask=valid)
+            Gc = tl.where(rows_n == n, tl.sum(tl.where(is_first, a * G, 0.0), axis=0)[None, :], Gc)
+        yv = yacc + dsk[None, :] * xc
+        tl.store(y_base + tok[:, None] * s_y_l + dc2, yv, mask=valid2)
+        tl.store(dxc_base + tok[:, None] * s_y_l + dc2, dxc_acc + gy * dsk[None, :], mask=valid2)
+        dD_acc += tl.sum(gy * xc, axis=0)
+        ddp = ddl_acc * _sigmoid(dtp, FAST, False)
+        tl.store(ddp_ptr + pid_b.to(tl.int64) * s_y_b + dr * D + tok[:, None] * s_y_l + dc2, ddp, mask=valid2)
+
+    pb = (pid_b * 2 + dr).to(tl.int64)
+    tl.store(dA_ptr + pb * (NP4 * D) + rows_n * D + dc2, dA_acc, mask=dmask2)
+    tl.store(dD_ptr + pb * D + dc, dD_acc, mask=mask_d)
+
+
+@triton.jit
+def _xproj_bwd_kernel(
+    xz_ptr, convw_ptr, convb_ptr, wx_ptr, dxd_ptr, dxc_ptr, dpre_ptr, dwx_ptr, dcb_ptr,
+    L, D, TPS,
+    s_xz_b, s_xz_l, s_xd_b, s_xd_l, s_y_b, s_y_l,
+    PS: tl.constexpr, PSP: tl.constexpr, K: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, IEEE: tl.constexpr,
+):
+    """x_proj and SiLU backward for both directions. Grid (channel blocks, token splits, B).
+
+    dxd: (B, L, 2, PS) fp32, the gradient wrt x_dbl; dxc: (B, L, 2, D) fp32 from the scan. Writes
+    dpre (B, L, 2, D) fp32 = (dxc + dxd @ x_proj) * silu'(pre), and per (sample, split) partial sums
+    dwx (B * splits, 2, PSP, D) (gradient wrt the padded x_proj weight) and dcb (B * splits, 2, D) (conv bias).
+    """
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    nsplit = tl.num_programs(1)
+    offs_c = pid_c * BC + tl.arange(0, BC)
+    mask_c = offs_c < D
+    offs_p = tl.arange(0, PSP)
+    mask_p = offs_p < PS
+    w_f = tl.load(wx_ptr + offs_p[:, None] * D + offs_c[None, :], mask=mask_c[None, :], other=0.0)
+    w_b = tl.load(wx_ptr + PSP * D + offs_p[:, None] * D + offs_c[None, :], mask=mask_c[None, :], other=0.0)
+    cb_f = tl.load(convb_ptr + offs_c, mask=mask_c, other=0.0)
+    cb_b = tl.load(convb_ptr + D + offs_c, mask=mask_c, other=0.0)
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    dwx_f = tl.zeros([PSP, BC], dtype=tl.float32)
+    dwx_b = tl.zeros([PSP, BC], dtype=tl.float32)
+    dcb_f = tl.zeros([BC], dtype=tl.float32)
+    dcb_b = tl.zeros([BC], dtype=tl.float32)
+    t_lo = pid_s * TPS
+    t_hi = tl.minimum(t_lo + TPS, L)
+    for t0 in range(t_lo, t_hi, BT):
+        offs_t = t0 + tl.arange(0, BT)
+        mask_t = offs_t < t_hi
+        m2 = mask_t[:, None] & mask_c[None, :]
+        pre_f = tl.zeros([BT, BC], dtype=tl.float32) + cb_f[None, :]
+        pre_b = tl.zeros([BT, BC], dtype=tl.float32) + cb_b[None, :]
+        for j in tl.static_range(K):
+            wf = tl.load(convw_ptr + (K - 1 - j) * D + offs_c, mask=mask_c, other=0.0)
+            wb = tl.load(convw_ptr + (2 * K - 1 - j) * D + offs_c, mask=mask_c, other=0.0)
+            tm = offs_t - j
+            xm = tl.load(x_base + tm[:, None] * s_xz_l + offs_c[None, :],
+                         mask=((tm >= 0) & (tm < L))[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+            pre_f += wf[None, :] * xm
+            tp = offs_t + j
+            xp = tl.load(x_base + tp[:, None] * s_xz_l + offs_c[None, :],
+                         mask=(tp < L)[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+            pre_b += wb[None, :] * xp
+        sg_f = 1.0 / (1.0 + tl.exp(-pre_f))
+        sg_b = 1.0 / (1.0 + tl.exp(-pre_b))
+        xd_rows = dxd_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[:, None] * s_xd_l + offs_p[None, :]
+        xd_m = mask_t[:, None] & mask_p[None, :]
+        g_f = tl.load(xd_rows, mask=xd_m, other=0.0)
+        g_b = tl.load(xd_rows + PS, mask=xd_m, other=0.0)
+        yrow = pid_b.to(tl.int64) * s_y_b + offs_t[:, None] * s_y_l + offs_c[None, :]
+        dxc_f = tl.load(dxc_ptr + yrow, mask=m2, other=0.0)
+        dxc_b = tl.load(dxc_ptr + yrow + D, mask=m2, other=0.0)
+        if IEEE:
+            dxc_f = tl.dot(g_f, w_f, dxc_f, input_precision="ieee")
+            dxc_b = tl.dot(g_b, w_b, dxc_b, input_precision="ieee")
+            dwx_f = tl.dot(tl.trans(g_f), tl.where(m2, pre_f * sg_f, 0.0), dwx_f, input_precision="ieee")
+            dwx_b = tl.dot(tl.trans(g_b), tl.where(m2, pre_b * sg_b, 0.0), dwx_b, input_precision="ieee")
+        else:
+            dxc_f = tl.dot(g_f, w_f, dxc_f, input_precision="tf32")
+            dxc_b = tl.dot(g_b, w_b, dxc_b, input_precision="tf32")
+            dwx_f = tl.dot(tl.trans(g_f), tl.where(m2, pre_f * sg_f, 0.0), dwx_f, input_precision="tf32")
+            dwx_b = tl.dot(tl.trans(g_b), tl.where(m2, pre_b * sg_b, 0.0), dwx_b, input_precision="tf32")
+        dp_f = tl.where(m2, dxc_f * sg_f * (1.0 + pre_f * (1.0 - sg_f)), 0.0)
+        dp_b = tl.where(m2, dxc_b * sg_b * (1.0 + pre_b * (1.0 - sg_b)), 0.0)
+        tl.store(dpre_ptr + yrow, dp_f, mask=m2)
+        tl.store(dpre_ptr + yrow + D, dp_b, mask=m2)
+        dcb_f += tl.sum(dp_f, axis=0)
+        dcb_b += tl.sum(dp_b, axis=0)
+    part = (pid_b * nsplit + pid_s).to(tl.int64)
+    wofs = offs_p[:, None] * D + offs_c[None, :]
+    tl.store(dwx_ptr + part * (2 * PSP * D) + wofs, dwx_f, mask=mask_c[None, :])
+    tl.store(dwx_ptr + part * (2 * PSP * D) + PSP * D + wofs, dwx_b, mask=mask_c[None, :])
+    tl.store(dcb_ptr + part * (2 * D) + offs_c, dcb_f, mask=mask_c)
+    tl.store(dcb_ptr + part * (2 * D) + D + offs_c, dcb_b, mask=mask_c)
+
+
+@triton.jit
+def _conv_bwd_kernel(
+    xz_ptr, convw_ptr, dpre_ptr, y_ptr, dout_ptr, dxz_ptr, osum_ptr, dcw_ptr,
+    L, D, TPS,
+    s_xz_b, s_xz_l, s_y_b, s_y_l, s_do_b, s_do_l, s_do_dir, s_g_b, s_g_l,
+    K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, WRITE_OUT: tl.constexpr,
+):
+    """Conv backward into the in_proj output layout, and the gate. Grid (channel blocks, token splits, B).
+
+    dx[t] = sum_k w_f[k] dpre_f[t + K-1-k] + w_b[k] dpre_b[t - (K-1) + k]; dz = (dout_f y_f + dout_b y_b) silu'(z).
+    Writes dxz (B, L, 2D) (x part, z part), optionally osum (B, L, D) = (y_f + y_b) silu(z) (the out_proj input,
+    for its weight gradient), and partial conv weight gradients dcw (B * splits, 2, K, D).
+    """
+    pid_c = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    nsplit = tl.num_programs(1)
+    offs_c = pid_c * BC + tl.arange(0, BC)
+    mask_c = offs_c < D
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    y_base = pid_b.to(tl.int64) * s_y_b
+    dcw_f0 = tl.zeros([BC], dtype=tl.float32)
+    dcw_f1 = tl.zeros([BC], dtype=tl.float32)
+    dcw_f2 = tl.zeros([BC], dtype=tl.float32)
+    dcw_f3 = tl.zeros([BC], dtype=tl.float32)
+    dcw_b0 = tl.zeros([BC], dtype=tl.float32)
+    dcw_b1 = tl.zeros([BC], dtype=tl.float32)
+    dcw_b2 = tl.zeros([BC], dtype=tl.float32)
+    dcw_b3 = tl.zeros([BC], dtype=tl.float32)
+    t_lo = pid_s * TPS
+    t_hi = tl.minimum(t_lo + TPS, L)
+    for t0 in range(t_lo, t_hi, BT):
+        offs_t = t0 + tl.arange(0, BT)
+        mask_t = offs_t < t_hi
+        m2 = mask_t[:, None] & mask_c[None, :]
+        x = tl.load(x_base + offs_t[:, None] * s_xz_l + offs_c[None, :], mask=m2, other=0.0).to(tl.float32)
+        dx = tl.zeros([BT, BC], dtype=tl.float32)
+        for k in tl.static_range(K):
+            wf = tl.load(convw_ptr + k * D + offs_c, mask=mask_c, other=0.0)
+            wb = tl.load(convw_ptr + (K + k) * D + offs_c, mask=mask_c, other=0.0)
+            tf = offs_t + (K - 1 - k)
+            dpf = tl.load(dpre_ptr + y_base + tf[:, None] * s_y_l + offs_c[None, :],
+                          mask=(tf < L)[:, None] & m2, other=0.0)
+            tb = offs_t - (K - 1 - k)
+            dpb = tl.load(dpre_ptr + y_base + tb[:, None] * s_y_l + D + offs_c[None, :],
+                          mask=(tb >= 0)[:, None] & m2, other=0.0)
+            dx += wf[None, :] * dpf + wb[None, :] * dpb
+            # weight gradients: w_f[k] sees x[t - (K-1) + k] at output t; w_b[k] sees x[t + (K-1) - k]
+            # here: the pair (dpre_f[tf], x[t]) with tf = t + K-1-k, and (dpre_b[tb], x[t]) with tb = t - (K-1) + k
+            cf = tl.sum(dpf * x, axis=0)
+            cbk = tl.sum(dpb * x, axis=0)
+            if k == 0:
+                dcw_f0 += cf
+                dcw_b0 += cbk
+            elif k == 1:
+                dcw_f1 += cf
+                dcw_b1 += cbk
+            elif k == 2:
+                dcw_f2 += cf
+                dcw_b2 += cbk
+            else:
+                dcw_f3 += cf
+                dcw_b3 += cbk
+        z = tl.load(x_base + offs_t[:, None] * s_xz_l + D + offs_c[None, :], mask=m2, other=0.0).to(tl.float32)
+        yrow = y_base + offs_t[:, None] * s_y_l + offs_c[None, :]
+        y_f = tl.load(y_ptr + yrow, mask=m2, other=0.0)
+        y_b = tl.load(y_ptr + yrow + D, mask=m2, other=0.0)
+        drow = dout_ptr + pid_b.to(tl.int64) * s_do_b + offs_t[:, None] * s_do_l + offs_c[None, :]
+        do_f = tl.load(drow, mask=m2, other=0.0).to(tl.float32)
+        do_b = tl.load(drow + s_do_dir, mask=m2, other=0.0).to(tl.float32)
+        sz = 1.0 / (1.0 + tl.exp(-z))
+        dz = (do_f * y_f + do_b * y_b) * sz * (1.0 + z * (1.0 - sz))
+        grow = dxz_ptr + pid_b.to(tl.int64) * s_g_b + offs_t[:, None] * s_g_l + offs_c[None, :]
+        tl.store(grow, dx.to(dxz_ptr.dtype.element_ty), mask=m2)
+        tl.store(grow + D, dz.to(dxz_ptr.dtype.element_ty), mask=m2)
+        if WRITE_OUT:
+            orow = osum_ptr + pid_b.to(tl.int64) * (L * D) + offs_t[:, None] * D + offs_c[None, :]
+            tl.store(orow, ((y_f + y_b) * z * sz).to(osum_ptr.dtype.element_ty), mask=m2)
+    part = (pid_b * nsplit + pid_s).to(tl.int64) * (2 * K * D)
+    tl.store(dcw_ptr + part + 0 * D + offs_c, dcw_f0, mask=mask_c)
+    tl.store(dcw_ptr + part + (K + 0) * D + offs_c, dcw_b0, mask=mask_c)
+    if K > 1:
+        tl.store(dcw_ptr + part + 1 * D + offs_c, dcw_f1, mask=mask_c)
+        tl.store(dcw_ptr + part + (K + 1) * D + offs_c, dcw_b1, mask=mask_c)
+    if K > 2:
+        tl.store(dcw_ptr + part + 2 * D + offs_c, dcw_f2, mask=mask_c)
+        tl.store(dcw_ptr + part + (K + 2) * D + offs_c, dcw_b2, mask=mask_c)
+    if K > 3:
+        tl.store(dcw_ptr + part + 3 * D + offs_c, dcw_f3, mask=mask_c)
+        tl.store(dcw_ptr + part + (K + 3) * D + offs_c, dcw_b3, mask=mask_c)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# host side
+# ---------------------------------------------------------------------------------------------------------------
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+# Launch settings (also read by benchmarks/bench_scan.py to compare variants).
+# Forward scan: PIPE + PREFETCH measured fastest on an H100 (Ti mixer, batch 128, 16 frames: 4.58 ms against 7.77 ms
+# for the plain loop, 5.95 with maxnreg=80, 10.0 with two channels per lane); see benchmarks/NOTES_triton.md.
+SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 64, "UNROLL": 1, "PIPE": 1, "maxnreg": None}
+SCAN_BWD_CONFIG = {"BD": 32, "num_warps": 1, "T": 8}
+XPROJ_CONFIG = {"BT": 64, "BC": 16, "num_warps": 4, "num_stages": 2}
+XPROJ_BWD_CONFIG = {"BT": 64, "BC": 16, "num_warps": 8, "num_stages": 2}
+CONV_BWD_CONFIG = {"BT": 32, "BC": 32, "num_warps": 8, "num_stages": 1}
+
+_REVERSE_LATER_FIRST = {}
+
+
+def _reverse_scan_later_first(device: torch.device) -> bool:
+    """How this Triton's reverse `associative_scan` orders the combine arguments (probed once per device)."""
+    key = (device.type, device.index)
+    if key not in _REVERSE_LATER_FIRST:
+        out = torch.empty(32, device=device, dtype=torch.float32)
+        _scan_order_probe_kernel[(1,)](out, num_warps=1)
+        value = float(out[0])
+        if value not in (12.0, 21.0):
+            raise RuntimeError(f"Unexpected reverse associative_scan probe result {value}.")
+        _REVERSE_LATER_FIRST[key] = value == 21.0
+    return _REVERSE_LATER_FIRST[key]
+
+
+_ROW_INDEX_CACHE = {}
+
+
+def _row_indices(r: int, n: int, device: torch.device):
+    """Rows of x_proj in the padded x_dbl layout, and the pad rows (cached: no host-to-device copy per call)."""
+    key = (r, n, device.type, device.index)
+    if key not in _ROW_INDEX_CACHE:
+        rp4, np4 = 4 * _next_pow2(_cdiv(r, 4)), 4 * _next_pow2(_cdiv(n, 4))
+        rows = torch.cat([torch.arange(r), rp4 + torch.arange(n), rp4 + np4 + torch.arange(n)])
+        pad = torch.ones(rp4 + 2 * np4, dtype=torch.bool)
+        pad[rows] = False
+        _ROW_INDEX_CACHE[key] = (rows.to(device), torch.nonzero(pad).flatten().to(device))
+    return _ROW_INDEX_CACHE[key]
+
+
+class _Tables:
+    """Per-channel parameter tables of both directions in the kernels' float32 layouts (see the kernel docstrings)."""
+
+    def __init__(self, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
+        two, d_inner, k = conv_weight.shape
+        r = dt_proj_weight.shape[-1]
+        n = A_log.shape[-1]
+        if two != 2:
+            raise ValueError(f"Expected stacked parameters of 2 directions, got {two}.")
+        if not 1 <= k <= 4:
+            raise ValueError(f"The fused Triton scan supports conv kernels of width 1 to 4, got {k}.")
+        if x_proj_weight.shape[1] != r + 2 * n:
+            raise ValueError(f"x_proj has {x_proj_weight.shape[1]} rows, expected dt_rank + 2 * d_state = {r + 2 * n}.")
+        self.d_inner, self.k, self.r, self.n = d_inner, k, r, n
+        self.rg, self.ng = _next_pow2(_cdiv(r, 4)), _next_pow2(_cdiv(n, 4))  # tl.arange needs powers of 2
+        self.rp4, self.np4 = 4 * self.rg, 4 * self.ng
+        self.ps = self.rp4 + 2 * self.np4
+        self.psp = max(16, _next_pow2(self.ps))
+        dev = conv_weight.device
+        f32 = torch.float32
+        self.convw = conv_weight.detach().to(f32).transpose(1, 2).contiguous()  # (2, K, D)
+        self.convb = (
+            conv_bias.detach().to(f32).contiguous() if conv_bias is not None else torch.zeros(2, d_inner, device=dev)
+        )
+        self.dtw = torch.zeros(2, d_inner, self.rp4, device=dev, dtype=f32)
+        self.dtw[..., :r] = dt_proj_weight.detach()
+        self.dtb = dt_proj_bias.detach().to(f32).contiguous()
+        self.A = -torch.exp(A_log.detach().to(f32))  # (2, D, N)
+        self.a2 = torch.zeros(2, d_inner, self.np4, device=dev, dtype=f32)
+        self.a2[..., :n] = self.A * LOG2E
+        self.dsk = D.detach().to(f32).contiguous()
+        self.row_index, self.pad_index = _row_indices(r, n, dev)
+        self.wx = torch.zeros(2, self.psp, d_inner, device=dev, dtype=f32)
+        self.wx[:, self.row_index] = x_proj_weight.detach().to(f32)
+
+
+PRECISE_FP32 = True
+
+
+def _fast_flags(dtype: torch.dtype):
+    """(FAST, TANH): hardware approximations (ex2/rcp.approx.ftz; tanh.approx gates) for half-precision inputs;
+    float32 inputs keep IEEE division (PRECISE_FP32). Off in the interpreter, which has no inline assembly."""
+    half = dtype in (torch.float16, torch.bfloat16)
+    if _interpreting():
+        return False, False
+    return half or not PRECISE_FP32, half
+
+
+def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
+    """xz (B, L, 2D) -> x_dbl (B, L, 2, PS) float32, both directions, padded rows."""
+    batch, length, _ = xz.shape
+    xdbl = torch.empty(batch, length, 2, tabs.ps, device=xz.device, dtype=torch.float32)
+    cfg = XPROJ_CONFIG
+    bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
+    _conv_xproj_kernel[(_cdiv(length, cfg["BT"]), batch)](
+        xz, tabs.convw, tabs.convb, tabs.wx, xdbl,
+        length, tabs.d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1),
+        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, IEEE=xz.dtype == torch.float32,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return xdbl
+
+
+def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables) -> torch.Tensor:
+    """-> out2 (B, L, 2, D) in xz's dtype: each direction's gated output."""
+    batch, length, _ = xz.shape
+    d_inner = tabs.d_inner
+    out2 = torch.empty(batch, length, 2, d_inner, device=xz.device, dtype=xz.dtype)
+    cfg = SCAN_FWD_CONFIG
+    fast, tanh = _fast_flags(xz.dtype)
+    _scan_fwd_kernel[(_cdiv(d_inner, cfg["BD"]), 2, batch)](
+        xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out2,
+        length, d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+        out2.stride(0), out2.stride(1),
+        K=tabs.k, RG=tabs.rg, NG=tabs.ng, PS=tabs.ps, BD=cfg["BD"], FAST=fast, TANH=tanh,
+        PREFETCH=cfg["PREFETCH"] and not _interpreting(), PF_DIST=cfg["PF_DIST"], UNROLL=cfg["UNROLL"], PIPE=cfg["PIPE"],
+        num_warps=cfg["num_warps"], **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
+    )
+    return out2
+
+
+def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum: bool):
+    """Gradients of the two gated directions wrt xz and all scan parameters.
+
+    dout: (B, L, D) shared by both directions (dout_dir_stride 0) or (B, L, 2, D) (dout_dir_stride D).
+    Returns dxz (B, L, 2D) in xz's dtype, out_sum (B, L, D) = out_f + out_b (or None), and a dict of float32
+    parameter gradients in the stacked shapes.
+    """
+    batch, length, _ = xz.shape
+    d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
+    cfg = SCAN_BWD_CONFIG
+    bd, t_chunk = cfg["BD"], cfg["T"]
+    ndb, nch = _cdiv(d_inner, bd), _cdiv(length, t_chunk)
+    fast, _ = _fast_flags(xz.dtype)
+    ckpt = torch.empty(batch, 2, nch, tabs.np4, d_inner, device=dev, dtype=f32)
+    y = torch.empty(batch, length, 2, d_inner, device=dev, dtype=f32)
+    dxc = torch.empty_like(y)
+    dxd_part = torch.empty(batch, length, 2, ndb, tabs.ps, device=dev, dtype=f32)
+    ddp = torch.empty_like(y)
+    dA = torch.empty(batch, 2, tabs.np4, d_inner, device=dev, dtype=f32)
+    dD = torch.empty(batch, 2, d_inner, device=dev, dtype=f32)
+    _scan_bwd_kernel[(ndb, 2, batch)](
+        xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk,
+        ckpt, y, dxc, ddp, dxd_part, dA, dD,
+        length, d_inner, nch, ndb,
+        xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+        dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
+        R=tabs.r, N=tabs.n, K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
+        BD=bd, T=t_chunk, FAST=fast,
+        REV_LATER_FIRST=_reverse_scan_later_first(dev), num_warps=cfg["num_warps"],
+    )
+    del ckpt
+    dxd = dxd_part.sum(3)
+    del dxd_part
+    if tabs.pad_index.numel():
+        dxd.index_fill_(-1, tabs.pad_index, 0.0)
+    # dt_proj: dt = dt_low @ W.T + bias, with ddp the gradient wrt dt (both directions at once, batched over dir)
+    ddp2 = ddp.view(batch * length, 2, d_inner).transpose(0, 1)  # (2, BL, D)
+    dt_low = xdbl.view(batch * length, 2, tabs.ps)[..., : tabs.r].transpose(0, 1)  # (2, BL, R)
+    dxd.view(batch * length, 2, tabs.ps)[..., : tabs.r] = torch.bmm(ddp2, tabs.dtw[..., : tabs.r]).transpose(0, 1)
+    d_dt_weight = torch.bmm(ddp2.transpose(1, 2), dt_low)  # (2, D, R)
+    d_dt_bias = ddp2.sum(1)
+    del ddp, ddp2
+
+    xcfg, ccfg = XPROJ_BWD_CONFIG, CONV_BWD_CONFIG
+    bt, bc = xcfg["BT"], min(xcfg["BC"], max(16, _next_pow2(d_inner)))
+    # token splits per sample: enough programs to fill the GPU, few enough to keep the partial sums small
+    nsplit = max(1, min(_cdiv(length, bt), _cdiv(8 * 132, batch * _cdiv(d_inner, bc))))
+    tps = _cdiv(_cdiv(length, nsplit), bt) * bt
+    nsplit = _cdiv(length, tps)
+    dwx = torch.empty(batch * nsplit, 2, tabs.psp, d_inner, device=dev, dtype=f32)
+    dcb = torch.empty(batch * nsplit, 2, d_inner, device=dev, dtype=f32)
+    grid = (_cdiv(d_inner, bc), nsplit, batch)
+    _xproj_bwd_kernel[grid](
+        xz, tabs.convw, tabs.convb, tabs.wx, dxd, dxc, dxc, dwx, dcb,
+        length, d_inner, tps, xz.stride(0), xz.stride(1), dxd.stride(0), dxd.stride(1), y.stride(0), y.stride(1),
+        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=bt, BC=bc, IEEE=xz.dtype == torch.float32,
+        num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"],
+    )
+    dpre = dxc  # written in place
+    dxz = torch.empty_like(xz)
+    out_sum = torch.empty(batch, length, d_inner, device=dev, dtype=xz.dtype) if need_out_sum else None
+    dcw = torch.empty(batch * nsplit, 2, tabs.k, d_inner, device=dev, dtype=f32)
+    cbc = min(ccfg["BC"], max(16, _next_pow2(d_inner)))
+    _conv_bwd_kernel[(_cdiv(d_inner, cbc), nsplit, batch)](
+        xz, tabs.convw, dpre, y, dout, dxz, out_sum if need_out_sum else dxz, dcw,
+        length, d_inner, tps, xz.stride(0), xz.stride(1), y.stride(0), y.stride(1),
+        dout.stride(0), dout.stride(1), dout_dir_stride, dxz.stride(0), dxz.stride(1),
+        K=tabs.k, BT=ccfg["BT"], BC=cbc, WRITE_OUT=need_out_sum, num_warps=ccfg["num_warps"],
+        num_stages=ccfg["num_stages"],
+    )
+    grads = {
+        "conv_weight": dcw.sum(0).transpose(1, 2),  # (2, D, K)
+        "conv_bias": dcb.sum(0),
+        "x_proj_weight": dwx.sum(0)[:, tabs.row_index],  # (2, R + 2N, D)
+        "dt_proj_weight": d_dt_weight,  # (2, D, R)
+        "dt_proj_bias": d_dt_bias,
+        "A_log": dA.sum(0)[:, : tabs.n].transpose(1, 2) * tabs.A,  # dL/dA_log = dL/dA * A
+        "D": dD.sum(0),
+    }
+    return dxz, out_sum, grads
+
+
+def _cast_grad(grad, like):
+    if like is None or not like.requires_grad:
+        return None
+    return grad.to(like.dtype)
+
+
+def _check_input(xz: torch.Tensor):
+    if not xz.is_cuda and not _interpreting():
+        raise ValueError("The Triton scan runs on CUDA tensors; use scan_backend='torch' on the CPU.")
+    if xz.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"The Triton scan takes float32, float16 or bfloat16 inputs, got {xz.dtype}.")
+
+
+class BiMambaScanFunction(torch.autograd.Function):
+    """xz (B, L, 2D) -> out2 (B, L, 2, D): both directions' gated outputs (sum over dim 2 for the mixer)."""
+
+    @staticmethod
+    def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
+        _check_input(xz)
+        xz = xz.contiguous()
+        tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        xdbl = _xproj_forward(xz, tabs)
+        out2 = _scan_forward(xz, xdbl, tabs)
+        ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        return out2
+
+    @staticmethod
+    def backward(ctx, dout2):
+        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D = ctx.saved_tensors
+        tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        xdbl = _xproj_forward(xz, tabs)
+        dout2 = dout2.contiguous()
+        dxz, _, g = _scan_backward(xz, xdbl, dout2, dout2.stride(2), tabs, need_out_sum=False)
+        return (
+            dxz, _cast_grad(g["conv_weight"], conv_weight), _cast_grad(g["conv_bias"], conv_bias),
+            _cast_grad(g["x_proj_weight"], x_proj_weight), _cast_grad(g["dt_proj_weight"], dt_proj_weight),
+            _cast_grad(g["dt_proj_bias"], dt_proj_bias), _cast_grad(g["A_log"], A_log), _cast_grad(g["D"], D),
+        )
+
+
+class BiMambaInnerFunction(torch.autograd.Function):
+    """The whole mixer: in_proj -> fused bidirectional scan -> out_proj. Saves only its input and the parameters;
+    the backward recomputes in_proj, x_dbl and the states."""
+
+    @staticmethod
+    def forward(ctx, hidden_states, in_weight, in_bias, out_weight, out_bias, conv_weight, conv_bias,
+                x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
+        batch, length, _ = hidden_states.shape
+        hidden_states = hidden_states.contiguous()
+        xz = F.linear(hidden_states, in_weight, in_bias)
+        _check_input(xz)
+        tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        xdbl = _xproj_forward(xz, tabs)
+        out2 = _scan_forward(xz, xdbl, tabs)
+        del xdbl
+        # out_proj(out_f + out_b) as one product over the concatenated directions: K = 2 * d_inner.
+        out = F.linear(out2.view(batch, length, 2 * tabs.d_inner), torch.cat([out_weight, out_weight], dim=1), out_bias)
+        ctx.save_for_backward(hidden_states, in_weight, in_bias, out_weight, out_bias, conv_weight, conv_bias,
+                              x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        (hidden_states, in_weight, in_bias, out_weight, out_bias, conv_weight, conv_bias, x_proj_weight,
+         dt_proj_weight, dt_proj_bias, A_log, D) = ctx.saved_tensors
+        batch, length, hidden = hidden_states.shape
+        xz = F.linear(hidden_states, in_weight, in_bias)
+        tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        xdbl = _xproj_forward(xz, tabs)
+        dout = dout.contiguous().to(xz.dtype)
+        dy_inner = torch.matmul(dout, out_weight)  # (B, L, D): the gradient of out_f + out_b
+        dxz, out_sum, g = _scan_backward(xz, xdbl, dy_inner, 0, tabs, need_out_sum=True)
+        del xdbl, dy_inner
+        dout2d = dout.reshape(batch * length, -1)
+        d_out_weight = dout2d.t() @ out_sum.reshape(batch * length, -1) if out_weight.requires_grad else None
+        d_out_bias = dout2d.sum(0) if out_bias is not None and out_bias.requires_grad else None
+        dxz2d = dxz.reshape(batch * length, -1)
+        d_hidden = torch.matmul(dxz, in_weight) if ctx.needs_input_grad[0] else None
+        d_in_weight = dxz2d.t() @ hidden_states.reshape(batch * length, -1) if in_weight.requires_grad else None
+        d_in_bias = dxz2d.sum(0) if in_bias is not None and in_bias.requires_grad else None
+        return (
+            d_hidden, d_in_weight, d_in_bias, d_out_weight, d_out_bias,
+            _cast_grad(g["conv_weight"], conv_weight), _cast_grad(g["conv_bias"], conv_bias),
+            _cast_grad(g["x_proj_weight"], x_proj_weight), _cast_grad(g["dt_proj_weight"], dt_proj_weight),
+            _cast_grad(g["dt_proj_bias"], dt_proj_bias), _cast_grad(g["A_log"], A_log), _cast_grad(g["D"], D),
+        )
+
+
+def bimamba_scan_fn(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
+    """Functional fused bidirectional scan (differentiable).
+
+    Args:
+        xz: `(batch, length, 2 * d_inner)`, the in_proj output: x = `xz[..., :d_inner]`, z = `xz[..., d_inner:]`.
+        conv_weight: `(2, d_inner, K)`; conv_bias: `(2, d_inner)` or None; x_proj_weight: `(2, R + 2N, d_inner)`;
+        dt_proj_weight: `(2, d_inner, R)`; dt_proj_bias, D: `(2, d_inner)`; A_log: `(2, d_inner, N)`.
+        Index 0 is the forward direction, 1 the backward one (scanning right to left, conv looking ahead).
+    Returns:
+        `(batch, length, 2, d_inner)` in xz's dtype: the gated output of each direction; the mixer feeds their sum
+        to out_proj.
+    """
+    return BiMambaScanFunction.apply(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+
+
+def stacked_mixer_parameters(mixer):
+    """The mixer's two directions' scan parameters stacked along a new dim 0 (differentiable views/copies), in the
+    order of `bimamba_scan_fn`'s arguments after xz."""
+    fwd, bwd = mixer.direction_parameters(False), mixer.direction_parameters(True)
+    conv_weight = torch.stack([fwd[0].weight.squeeze(1), bwd[0].weight.squeeze(1)])
+    conv_bias = torch.stack([fwd[0].bias, bwd[0].bias]) if fwd[0].bias is not None else None
+    x_proj_weight = torch.stack([fwd[1].weight, bwd[1].weight])
+    dt_proj_weight = torch.stack([fwd[2].weight, bwd[2].weight])
+    dt_proj_bias = torch.stack([fwd[2].bias, bwd[2].bias])
+    A_log = torch.stack([fwd[3], bwd[3]])
+    D = torch.stack([fwd[4], bwd[4]])
+    return conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D
+
+
+def _autocast_dtype(device_type: str):
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:  # older torch
+        enabled = torch.is_autocast_enabled()
+    if not enabled:
+        return None
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except AttributeError:  # older torch
+        return torch.get_autocast_gpu_dtype()
+
+
+def bimamba_scan_triton(mixer, hidden_states: torch.Tensor) -> torch.Tensor:
+    """The whole `VideoMambaMixer` forward through the fused Triton kernels (differentiable).
+
+    Args:
+        mixer: a `VideoMambaMixer`.
+        hidden_states: `(batch, length, hidden_size)`.
+    Returns:
+        `(batch, length, hidden_size)`, in the autocast dtype under autocast, else in hidden_states' dtype.
+    """
+    if hidden_states.dim() != 3:
+        raise ValueError(f"hidden_states must be (batch, length, hidden), got shape {tuple(hidden_states.shape)}.")
+    dtype = _autocast_dtype(hidden_states.device.type) or hidden_states.dtype
+    in_weight, out_weight = mixer.in_proj.weight.to(dtype), mixer.out_proj.weight.to(dtype)
+    in_bias = mixer.in_proj.bias.to(dtype) if mixer.in_proj.bias is not None else None
+    out_bias = mixer.out_proj.bias.to(dtype) if mixer.out_proj.bias is not None else None
+    params = stacked_mixer_parameters(mixer)
+    with torch.autocast(hidden_states.device.type, enabled=False):
+        return BiMambaInnerFunction.apply(
+            hidden_states.to(dtype), in_weight, in_bias, out_weight, out_bias, *params
+        )
+
+
+__all__ = ["bimamba_scan_triton", "bimamba_scan_fn", "stacked_mixer_parameters", "BiMambaScanFunction",
+           "BiMambaInnerFunction"]
