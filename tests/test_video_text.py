@@ -49,7 +49,6 @@ from videomamba.video_text_data import (
     VideoTextCollator,
     build_retrieval_set,
     read_caption_file,
-    segment_frame_indices,
 )
 
 from .conftest import tiny_config
@@ -68,11 +67,9 @@ def tokenizer():
 
 
 def make_video_processor():
-    from transformers import VideoMAEVideoProcessor
+    from videomamba import VideoMambaVideoProcessor
 
-    return VideoMAEVideoProcessor(
-        size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=False
-    )
+    return VideoMambaVideoProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, num_frames=4)
 
 
 @pytest.fixture(scope="module")
@@ -540,13 +537,18 @@ def test_caption_files_and_retrieval_sets(tmp_path):
         read_caption_file(tmp_path / "c.json")
 
 
-def test_segment_frame_indices():
-    assert segment_frame_indices(16, 4) == [2, 6, 10, 14]
-    assert segment_frame_indices(3, 4) == [0, 1, 1, 2]
-    rng = __import__("random").Random(0)
-    for _ in range(10):
-        indices = segment_frame_indices(16, 4, random_offset=True, rng=rng)
-        assert all(4 * i <= index < 4 * (i + 1) for i, index in enumerate(indices))
+def test_video_frames_come_one_per_segment(tmp_path):
+    from videomamba.demo_data import write_mp4
+    from videomamba.video_text_data import load_video_frames
+
+    frames = np.stack([np.full((32, 32, 3), 12 * t, dtype=np.uint8) for t in range(16)])
+    write_mp4(tmp_path / "ramp.mp4", frames)
+    middle = load_video_frames(tmp_path / "ramp.mp4", 4)[:, 16, 16, 0].astype(int)
+    assert np.abs(middle - 12 * np.array([2, 6, 10, 14])).max() <= 3  # segment middles (H.264 is lossy)
+    for seed in range(5):
+        picked = load_video_frames(tmp_path / "ramp.mp4", 4, random_offset=True, rng=np.random.default_rng(seed))
+        segment = np.round(picked[:, 16, 16, 0] / 12).astype(int) // 4
+        assert segment.tolist() == [0, 1, 2, 3]
 
 
 def test_media_grouped_batch_sampler():
@@ -753,3 +755,67 @@ def test_contrastive_gather_across_two_processes_gives_the_global_batch_gradient
         rows = slice(rank * 2, rank * 2 + 2)
         torch.testing.assert_close(result["video"] / 2, full_video.grad[rows])
         torch.testing.assert_close(result["text"] / 2, full_text.grad[rows])
+
+
+# --- examples on real MP4s ----------------------------------------------------------------------------------------------
+def _load_example(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_tiny_video_folder(root, count, seed):
+    from sklearn.datasets import load_digits
+
+    from videomamba.demo_data import render_moving_digit, write_mp4
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(count):
+        direction = ("left", "right", "up", "down")[i % 4]
+        index = int(rng.integers(len(digits.images)))
+        write_mp4(root / f"v{i}.mp4", render_moving_digit(digits.images[index], direction, 6, 32, rng))
+        records.append({"video": f"v{i}", "caption": f"the digit {int(digits.target[index])} moves {direction}"})
+    return records
+
+
+def test_examples_pretrain_then_zero_shot_on_mp4s(tmp_path, monkeypatch):
+    from videomamba.video_text_data import VideoTextDataset
+
+    videos_dir = tmp_path / "videos"
+    train = _write_tiny_video_folder(videos_dir, 8, seed=0)
+    val = _write_tiny_video_folder(tmp_path / "val", 4, seed=1)
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    with open(tmp_path / "val.csv", "w") as handle:  # MSRVTT-style CSV for the evaluation set
+        handle.write("key,video_id,sentence\n" + "".join(f"k{i},{r['video']},{r['caption']}\n" for i, r in enumerate(val)))
+
+    item = VideoTextDataset(read_caption_file(tmp_path / "train.json"), videos_dir, num_frames=4, train=True)[0]
+    assert item["frames"].shape == (4, 32, 32, 3) and item["frames"].dtype == np.uint8
+
+    out = tmp_path / "run"
+    monkeypatch.setattr("sys.argv", [
+        "run_video_text_pretraining.py", "--video_dir", str(videos_dir), "--train_captions", str(tmp_path / "train.json"),
+        "--eval_video_dir", str(tmp_path / "val"), "--eval_captions", str(tmp_path / "val.csv"),
+        "--output_dir", str(out), "--max_steps", "2", "--per_device_train_batch_size", "4", "--image_size", "32",
+        "--num_frames", "4", "--vision_num_layers", "2", "--vision_hidden_size", "32", "--text_hidden_size", "32",
+        "--text_num_layers", "2", "--text_num_heads", "2", "--projection_dim", "16", "--max_text_length", "12",
+        "--rerank_k", "2", "--use_cpu", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
+        "--dataloader_num_workers", "0", "--eval_batch_size", "3",
+    ])
+    _load_example("run_video_text_pretraining").main()
+    results = json.loads((out / "retrieval_results.json").read_text())
+    assert {"before_t2v_r1", "after_t2v_r1", "after_rerank_v2t_meanr"} <= set(results)
+    assert (out / "final" / "model.safetensors").exists() and (out / "final" / "processor_config.json").exists()
+
+    metrics = _load_example("run_zero_shot_retrieval").main([
+        "--model_name_or_path", str(out / "final"), "--video_dir", str(tmp_path / "val"),
+        "--captions", str(tmp_path / "val.csv"), "--rerank_k", "2", "--num_workers", "0", "--batch_size", "3",
+    ])
+    for key in ("t2v_r1", "t2v_meanr", "v2t_r1", "rerank_t2v_r1"):
+        assert metrics[key] == pytest.approx(results[f"after_{key}"], abs=1e-3)

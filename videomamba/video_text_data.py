@@ -13,7 +13,6 @@ A media name without an extension is looked up on disk with the usual video/imag
 
 import csv
 import json
-import math
 import random
 import zlib
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .video_io import VIDEO_EXTENSIONS, get_num_frames, read_video_frames, sample_uniform_indices
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _MEDIA_KEYS = ("video", "video_id", "vid_key", "image", "path", "filename")
 _CAPTION_KEYS = ("caption", "captions", "sentence", "text", "title")
@@ -78,29 +78,15 @@ def resolve_media_path(root, name: str, media_type: str = "video") -> Path:
     raise FileNotFoundError(f"{media_type} {name!r} not found under {root} (tried the usual extensions too).")
 
 
-def segment_frame_indices(num_total: int, num_frames: int, random_offset: bool = False, rng=None) -> list[int]:
-    """Split `[0, num_total)` into `num_frames` equal segments and take one frame from each: its middle, or a random
-    frame of it (`random_offset`, training). Short videos repeat frames."""
-    if num_total < 1:
-        raise ValueError("The video has no frames.")
-    edges = np.linspace(0, num_total, num_frames + 1)
-    indices = []
-    for start, end in zip(edges[:-1], edges[1:]):
-        low, high = int(math.floor(start)), max(int(math.ceil(end)) - 1, int(math.floor(start)))
-        if random_offset:
-            index = (rng or random).randint(low, high)
-        else:
-            index = int((start + end) / 2)
-        indices.append(min(index, num_total - 1))
-    return indices
-
-
 def load_video_frames(path, num_frames: int, random_offset: bool = False, rng=None) -> np.ndarray:
-    """Decode `num_frames` frames `(num_frames, height, width, 3)` uint8 of the video at `path`."""
-    from .video_io import get_num_frames, read_video_frames
-
+    """Decode `num_frames` frames `(num_frames, height, width, 3)` uint8 of the video at `path`: one per equal segment,
+    its middle (evaluation) or a random frame of it (`random_offset`, training; UMT's `rand` sampling). Short videos
+    repeat frames. `rng`: a `numpy.random.Generator`; by default one seeded from torch's generator, so the draws follow
+    the run's seed (and differ per data-loader worker and epoch)."""
     total = get_num_frames(str(path))
-    indices = segment_frame_indices(total, num_frames, random_offset=random_offset, rng=rng)
+    if random_offset and rng is None:
+        rng = np.random.default_rng(int(torch.randint(2**62, (1,))))
+    indices = sample_uniform_indices(total, num_frames, rng=rng if random_offset else None)
     frames = np.asarray(read_video_frames(str(path), indices))
     return frames if frames.flags.writeable else frames.copy()
 
@@ -330,7 +316,6 @@ def make_demo_image_captions(root, num_images: int = 200, frame_size: int = 64, 
 __all__ = [
     "read_caption_file",
     "resolve_media_path",
-    "segment_frame_indices",
     "load_video_frames",
     "load_image",
     "VideoTextDataset",
