@@ -299,6 +299,17 @@ class VideoTextPretrainingTrainer(Trainer):
         processing = self.processing_class
         return getattr(processing, "tokenizer", processing)
 
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """Weight decay on matrices only: not on biases, norms, the temperature or other 0-/1-D parameters, nor on
+        VideoMamba's position tables and cls token (the official VideoMamba rule)."""
+        skip = ("embeddings.position_embeddings", "embeddings.temporal_position_embeddings", "embeddings.cls_token")
+        names = []
+        for name, param in model.named_parameters():
+            vision_table = ".vision_model." in f".{name}" and any(name.endswith(key) for key in skip)
+            if param.ndim > 1 and not name.endswith(".bias") and not vision_table:
+                names.append(name)
+        return names
+
     # --- data -----------------------------------------------------------------------------------------------------
     def get_train_dataloader(self):
         """Batches of one media type, mixed; full batches only; resumable (the order depends on seed and epoch)."""
