@@ -75,7 +75,7 @@ def parse_args():
     parser.add_argument("--data_dir", default="/tmp/videomamba_videotext_demo")
     parser.add_argument("--output_dir", default="/tmp/videomamba_videotext_run")
     parser.add_argument("--max_steps", type=int, default=1500)
-    parser.add_argument("--time_budget", type=float, default=120.0, help="Seconds of training at most.")
+    parser.add_argument("--time_budget", type=float, default=110.0, help="Seconds of training at most.")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=3e-4)
     parser.add_argument("--num_workers", type=int, default=8)
@@ -93,7 +93,7 @@ def main():
     frame_size = 32 if smoke else 64
     num_frames = 4 if smoke else 8
     root = make_demo_videos(
-        args.data_dir, num_train_per_class=4 if smoke else 200, num_val_per_class=2 if smoke else 25,
+        args.data_dir, num_train_per_class=4 if smoke else 150, num_val_per_class=2 if smoke else 25,
         num_frames=8 if smoke else 16, frame_size=frame_size,
     )
     make_demo_image_captions(root, num_images=8 if smoke else 400, frame_size=frame_size)
