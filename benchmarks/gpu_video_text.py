@@ -82,6 +82,7 @@ def parse_args():
     parser.add_argument("--rerank_k", type=int, default=16)
     parser.add_argument("--no_uta", action="store_true", help="No teacher: VTC + VTM + MLM only.")
     parser.add_argument("--video_mask_ratio", type=float, default=0.5)
+    parser.add_argument("--pool_per_frame", action="store_true", help="Per-frame video embeddings (UMT's evaluation).")
     parser.add_argument("--smoke", action="store_true", help="Tiny models, a few steps, CPU is fine.")
     return parser.parse_args()
 
@@ -123,9 +124,11 @@ def main():
         )
         fusion_layer, projection_dim, teacher_width = 2, 256, 128
     use_uta = not args.no_uta
+    # One embedding per video: the masked student (UTA) pools per video in training, so evaluation does the same.
     config = VideoMambaTextConfig(
         vision_config=vision_config, text_config=text_config, fusion_layer=fusion_layer,
         projection_dim=projection_dim, alignment_hidden_size=teacher_width if use_uta else None,
+        pool_per_frame=args.pool_per_frame,
     )
     torch.manual_seed(0)
     model = VideoMambaForVideoTextRetrieval(config)
@@ -167,7 +170,7 @@ def main():
     before = retrieval("before")
     training_args = TrainingArguments(
         output_dir=args.output_dir, per_device_train_batch_size=4 if smoke else args.batch_size,
-        learning_rate=args.learning_rate, weight_decay=0.05, warmup_steps=2 if smoke else 50,
+        learning_rate=args.learning_rate, weight_decay=0.05, warmup_steps=2 if smoke else 30,
         lr_scheduler_type="cosine", max_steps=4 if smoke else args.max_steps, logging_steps=2 if smoke else 25,
         save_strategy="no", report_to=[], remove_unused_columns=False, bf16=cuda, use_cpu=not cuda,
         dataloader_num_workers=0 if smoke else args.num_workers, dataloader_persistent_workers=not smoke,
