@@ -23,6 +23,7 @@ from .modeling_videomamba import (
     is_mamba_ssm_available,
     is_triton_scan_available,
 )
+from .modeling_videomamba_pretraining import VideoMambaForDistillation, VideoMambaForMaskedAlignment
 from .video_processing_videomamba import VideoMambaVideoProcessor, average_view_logits
 
 
@@ -70,6 +71,8 @@ __all__ = [
     "VideoMambaPreTrainedModel",
     "VideoMambaForVideoClassification",
     "VideoMambaForImageClassification",
+    "VideoMambaForDistillation",
+    "VideoMambaForMaskedAlignment",
     "VideoMambaVideoProcessor",
     "average_view_logits",
     "is_mamba_ssm_available",

@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.utils import logging
 
 from .configuration_videomamba import VideoMambaConfig
 from .selective_scan_torch import causal_depthwise_conv1d, selective_scan
@@ -39,6 +40,8 @@ def is_mamba_ssm_available() -> bool:
     """True when the stock CUDA kernels (`mamba-ssm` selective scan and `causal-conv1d`) import and a GPU is present."""
     return torch.cuda.is_available() and _stock_kernels() is not None
 
+
+logger = logging.get_logger(__name__)
 
 # The Triton modules are optional (Triton ships with PyTorch's CUDA builds); as relative imports they also travel
 # with remote-code folders.
@@ -332,13 +335,11 @@ class VideoMambaMixer(nn.Module):
     def resolve_backend(self, hidden_states: torch.Tensor) -> str:
         backend = self.config.scan_backend
         if backend == "auto":
-            # Measured on an H100 (Ti, bf16): the fused Triton scan is 2.1-2.3x faster than the stock kernels in
-            # inference, but its backward is slower than theirs, so training (a module in train mode with autograd
-            # on) keeps the stock kernels when they are installed. See benchmarks/NOTES_triton.md.
-            training = self.training and torch.is_grad_enabled()
-            if hidden_states.is_cuda and training and is_mamba_ssm_available():
-                return "mamba_ssm"
-            if hidden_states.is_cuda and is_triton_scan_available():
+            # The fused Triton scan is the fastest forward on an H100 (benchmarks/RESULTS.md), but its backward is
+            # slower than the stock kernels' and still has known gradient errors (benchmarks/NOTES_triton.md), so
+            # it is picked only when no gradient is needed.
+            needs_grad = torch.is_grad_enabled() and hidden_states.requires_grad
+            if hidden_states.is_cuda and not needs_grad and is_triton_scan_available():
                 return "triton"
             if hidden_states.is_cuda and is_mamba_ssm_available():
                 return "mamba_ssm"
@@ -439,6 +440,11 @@ class VideoMambaMixer(nn.Module):
 
     # --- fused Triton kernel -----------------------------------------------------------------------------------
     def triton_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and hidden_states.requires_grad:
+            logger.warning_once(
+                "scan_backend='triton' in training: the fused Triton backward still has known gradient errors "
+                "(e.g. dt_proj.bias at some lengths in bf16); use scan_backend='auto' or 'mamba_ssm' to train."
+            )
         return bimamba_scan_triton(self, hidden_states)
 
 
