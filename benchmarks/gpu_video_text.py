@@ -40,11 +40,8 @@ from videomamba import (  # noqa: E402
     build_wordpiece_tokenizer,
 )
 from videomamba.demo_data import make_demo_videos  # noqa: E402
-from videomamba.trainers.video_text import (  # noqa: E402
-    CLIPVisionTeacher,
-    VideoTextPretrainingTrainer,
-    evaluate_retrieval,
-)
+from videomamba.trainers import CLIPTeacher, VideoTextPretrainingTrainer  # noqa: E402
+from videomamba.trainers.video_text import evaluate_retrieval  # noqa: E402
 from videomamba.video_text_data import (  # noqa: E402
     VideoTextCollator,
     VideoTextDataset,
@@ -145,9 +142,7 @@ def main():
             num_attention_heads=4, image_size=frame_size, patch_size=vision_config.patch_size,
             projection_dim=teacher_width,
         )
-        clip = CLIPVisionModelWithProjection(teacher_config)
-        clip.config._attn_implementation = "eager"  # attention weights for attention-guided masks
-        teacher = CLIPVisionTeacher(clip)
+        teacher = CLIPTeacher(CLIPVisionModelWithProjection(teacher_config))
 
     train_dataset = torch.utils.data.ConcatDataset([
         VideoTextDataset(train_records, root, num_frames, train=True),

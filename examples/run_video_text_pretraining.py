@@ -25,9 +25,7 @@ Your data: a folder of videos and a captions file (MSRVTT-style JSON `[{"video":
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,11 +44,8 @@ from videomamba import (  # noqa: E402
     VideoMambaVideoProcessor,
     build_wordpiece_tokenizer,
 )
-from videomamba.trainers.video_text import (  # noqa: E402
-    CLIPVisionTeacher,
-    VideoTextPretrainingTrainer,
-    evaluate_retrieval,
-)
+from videomamba.trainers import CLIPTeacher, VideoTextPretrainingTrainer  # noqa: E402
+from videomamba.trainers.video_text import evaluate_retrieval  # noqa: E402
 from videomamba.video_text_data import (  # noqa: E402
     VideoTextCollator,
     VideoTextDataset,
@@ -101,7 +96,9 @@ class ModelArguments:
     mlm_probability: float = 0.5
     video_mask_ratio: float = 0.8
     image_mask_ratio: float = 0.5
-    mask_type: str = field(default="attention", metadata={"help": "random / tube / attention (student masks)."})
+    mask_type: str = field(
+        default="attention", metadata={"help": "Student masks (videomamba.masking): attention, random, tube, ..."}
+    )
 
 
 @dataclass
@@ -206,19 +203,15 @@ def build_teacher(model_args, image_size, patch_size):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     if model_args.teacher_model_name_or_path:
-        clip = CLIPVisionModelWithProjection.from_pretrained(
-            model_args.teacher_model_name_or_path, attn_implementation="eager"
-        )
-        # The teacher's patch grid must match the student's: resize frames to grid * CLIP patch size.
-        return CLIPVisionTeacher(clip, image_size=(image_size // patch_size) * clip.config.patch_size)
+        clip = CLIPVisionModelWithProjection.from_pretrained(model_args.teacher_model_name_or_path)
+        # The teacher's patch grid must match the student's: frames are resized to grid * CLIP's patch size.
+        return CLIPTeacher(clip, image_size=(image_size // patch_size) * clip.config.patch_size)
     if model_args.teacher_from_config:
         config = CLIPVisionConfig(
             hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
             image_size=image_size, patch_size=patch_size, projection_dim=128,
         )
-        clip = CLIPVisionModelWithProjection(config)
-        clip.config._attn_implementation = "eager"  # attention weights for attention-guided masks
-        return CLIPVisionTeacher(clip)
+        return CLIPTeacher(CLIPVisionModelWithProjection(config))
     return None
 
 
@@ -250,21 +243,6 @@ def run_retrieval(model, processor, data_args, accelerator, tag):
     if accelerator.is_main_process:
         logger.info(f"zero-shot retrieval ({tag}): " + json.dumps(metrics))
     return metrics
-
-
-def save_atomically(model, processor, output_dir):
-    """Write the model and the processor into a temporary folder next to `output_dir`, then move it in place."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
-    try:
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def main():
@@ -307,7 +285,7 @@ def main():
         processing_class=processor, teacher=teacher,
         loss_weights=weights, mlm_probability=model_args.mlm_probability,
         video_mask_ratio=model_args.video_mask_ratio, image_mask_ratio=model_args.image_mask_ratio,
-        video_mask_type=model_args.mask_type, image_mask_type=model_args.mask_type,
+        mask_type=model_args.mask_type,
     )
     accelerator = trainer.accelerator
     results = {}
@@ -323,8 +301,8 @@ def main():
 
     if data_args.eval_captions:
         results.update(run_retrieval(trainer.model, processor, data_args, accelerator, "after"))
+    trainer.save_model(str(Path(training_args.output_dir) / "final"))  # model + processor, staged then moved
     if accelerator.is_main_process:
-        save_atomically(accelerator.unwrap_model(trainer.model), processor, Path(training_args.output_dir) / "final")
         (Path(training_args.output_dir) / "retrieval_results.json").write_text(json.dumps(results, indent=1))
         print(json.dumps(results, indent=1))
     accelerator.wait_for_everyone()

@@ -33,12 +33,13 @@ from videomamba.modeling_videomamba_text import (
     video_text_contrastive_loss,
     video_text_similarity,
 )
+from videomamba.masking import make_mask_generator
+from videomamba.trainers import CLIPTeacher
 from videomamba.trainers.video_text import (
-    CLIPVisionTeacher,
+    MLMMasker,
     VideoTextPretrainingTrainer,
     call_teacher,
     evaluate_retrieval,
-    make_alignment_mask,
     mask_tokens_for_mlm,
     rerank_with_matching,
     retrieval_metrics,
@@ -253,7 +254,7 @@ def test_forward_losses_match_their_parts(model, tokenizer):
     pixel_values = videos(3)
     encoded = encode(tokenizer, ["the digit 1 moves up", "the digit 2 moves down", "the digit 3 moves up"])
     mlm_ids, mlm_labels = mask_tokens_for_mlm(encoded["input_ids"], tokenizer, 0.5)
-    mask = make_alignment_mask(3, 4, 4, 0.5, "tube")
+    mask = make_mask_generator("tube", (4, 2, 2), mask_ratio=0.5)(3)
     targets = torch.randn(3, 1 + 8, 12)
     out = model(
         pixel_values=pixel_values, **encoded, mlm_input_ids=mlm_ids, mlm_labels=mlm_labels, bool_masked_pos=mask,
@@ -411,20 +412,6 @@ def test_text_encoder_loads_from_a_bert_folder(tokenizer, tmp_path):
 
 
 # --- alignment masks and teacher ----------------------------------------------------------------------------------------
-def test_alignment_masks():
-    generator = torch.Generator().manual_seed(0)
-    random_mask = make_alignment_mask(3, 4, 9, 0.5, "random", generator=generator)
-    assert random_mask.shape == (3, 36) and (random_mask.sum(1) == 18).all()
-    tube = make_alignment_mask(2, 4, 9, 0.5, "tube", generator=generator).view(2, 4, 9)
-    assert (tube == tube[:, :1]).all() and (tube.sum(-1) == 4).all()
-    attention = torch.full((2, 4, 9), 1e-6)
-    attention[..., :3] = 1.0  # the teacher attends to patches 0-2 of every frame
-    mask = make_alignment_mask(2, 4, 9, 0.7, "attention", attention=attention, generator=generator).view(2, 4, 9)
-    assert (mask.sum(-1) == 6).all() and not mask[..., :3].any()
-    with pytest.raises(ValueError, match="needs the teacher's attention"):
-        make_alignment_mask(2, 4, 9, 0.7, "attention")
-
-
 def test_select_visible_targets_and_teacher_outputs():
     targets = torch.arange(2 * 5 * 1, dtype=torch.float).view(2, 5, 1)
     mask = torch.tensor([[True, False, True, False], [False, False, True, True]])
@@ -442,17 +429,30 @@ def tiny_teacher():
         hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
         patch_size=16, projection_dim=12,
     )
-    clip = CLIPVisionModelWithProjection(config)
-    clip.config._attn_implementation = "eager"
-    return CLIPVisionTeacher(clip)
+    return CLIPTeacher(CLIPVisionModelWithProjection(config))
 
 
-def test_clip_teacher_targets_and_attention():
-    teacher = tiny_teacher()
-    targets, attention = teacher(videos(2))
-    assert targets.shape == (2, 1 + 4 * 4, 12)
-    torch.testing.assert_close(targets.norm(dim=-1), torch.ones(2, 17))
-    assert attention.shape == (2, 4, 4) and (attention >= 0).all()
+def test_trainer_uses_the_shared_teacher_and_masks(tokenizer, processor, tmp_path):
+    model = VideoMambaForVideoTextRetrieval(make_config(len(tokenizer)))
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, seed=3)
+    trainer = VideoTextPretrainingTrainer(
+        model=model, args=args, processing_class=processor, teacher=tiny_teacher(), video_mask_ratio=0.5,
+        image_mask_ratio=0.25,
+    )
+    assert trainer.video_mask_generator.input_size == (4, 2, 2) and trainer.image_mask_generator.input_size == (1, 2, 2)
+    mask, targets = trainer.alignment_inputs(videos(2), model)
+    assert mask.shape == (2, 16) and (mask.sum(1) == 8).all()
+    assert targets.shape == (2, 1 + 8, 12)
+    mask, targets = trainer.alignment_inputs(torch.randn(2, 1, 3, 32, 32), model)
+    assert mask.shape == (2, 4) and (mask.sum(1) == 1).all() and targets.shape == (2, 1 + 3, 12)
+    with pytest.raises(ValueError, match="token grid"):
+        trainer.alignment_inputs(torch.randn(2, 2, 3, 32, 32), model)
+    masker = MLMMasker(0.5, seed=7)
+    ids = encode(tokenizer, CAPTIONS[:8])["input_ids"]
+    state = masker.state_dict()
+    first = masker(ids, tokenizer)
+    masker.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(first, masker(ids, tokenizer))), "the MLM stream resumes exactly"
 
 
 # --- retrieval ----------------------------------------------------------------------------------------------------------
@@ -806,11 +806,14 @@ def test_examples_pretrain_then_zero_shot_on_mp4s(tmp_path, monkeypatch):
         "--num_frames", "4", "--vision_num_layers", "2", "--vision_hidden_size", "32", "--text_hidden_size", "32",
         "--text_num_layers", "2", "--text_num_heads", "2", "--projection_dim", "16", "--max_text_length", "12",
         "--rerank_k", "2", "--use_cpu", "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1",
-        "--dataloader_num_workers", "0", "--eval_batch_size", "3",
+        "--dataloader_num_workers", "0", "--eval_batch_size", "3", "--teacher_from_config",
+        "--video_mask_ratio", "0.5",
     ])
     _load_example("run_video_text_pretraining").main()
     results = json.loads((out / "retrieval_results.json").read_text())
     assert {"before_t2v_r1", "after_t2v_r1", "after_rerank_v2t_meanr"} <= set(results)
+    history = json.loads((out / "final" / "config.json").read_text())
+    assert history["alignment_hidden_size"] == 128  # the config-built CLIP teacher's width: UTA was on
     assert (out / "final" / "model.safetensors").exists() and (out / "final" / "processor_config.json").exists()
 
     metrics = _load_example("run_zero_shot_retrieval").main([

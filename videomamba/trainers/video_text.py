@@ -2,32 +2,31 @@
 """Video-text pretraining (UMT-style: VTC + VTM + MLM + UTA) and zero-shot retrieval evaluation.
 
 - `VideoTextPretrainingTrainer`: a `transformers.Trainer` for [`VideoMambaForVideoTextRetrieval`]. Per step it masks
-  the captions for MLM, optionally asks a frozen CLIP teacher for per-token targets and masks the student's video
-  tokens, calls the model for the weighted losses, and logs every loss (`loss_vtc`, `loss_vtm`, `loss_mlm`,
-  `loss_uta`), the temperature and the weights. Training batches are grouped by media type, so image-text and
-  video-text data mix.
-- `mask_tokens_for_mlm`, `make_alignment_mask`, `CLIPVisionTeacher`: the pieces the trainer uses.
+  the captions for MLM, optionally asks a frozen CLIP teacher (`videomamba.trainers.CLIPTeacher`) for per-token
+  targets and masks the student's video tokens (`videomamba.masking`), calls the model for the weighted losses, and
+  logs every loss (`loss_vtc`, `loss_vtm`, `loss_mlm`, `loss_uta`), the temperature and the weights. Training batches
+  are grouped by media type, so image-text and video-text data mix. Checkpoints are atomic and carry the mask
+  streams (the shared `RecipeTrainerMixin`).
+- `mask_tokens_for_mlm`, `MLMMasker`, `call_teacher`: the pieces the trainer uses.
 - `retrieval_metrics`, `evaluate_retrieval`: R@1/5/10, median and mean rank in both directions, with optional
   re-ranking of the top-k candidates by the matching head.
 """
 
 import inspect
 import logging
-from collections import defaultdict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from transformers import Trainer
 
+from ..masking import AttentionMaskGenerator, MaskGenerator, make_mask_generator, mask_grid_size
 from ..modeling_videomamba_text import LOSS_NAMES, video_text_similarity
 from ..video_text_data import MediaGroupedBatchSampler
+from ._common import RecipeTrainerMixin
+from .masked_alignment import CLIPTeacher
 
 
 logger = logging.getLogger(__name__)
-
-MASK_TYPES = ("random", "tube", "attention")
 
 
 # --- masked language modelling ----------------------------------------------------------------------------------------
@@ -73,57 +72,32 @@ def mask_tokens_for_mlm(
     return masked, labels
 
 
+class MLMMasker:
+    """`mask_tokens_for_mlm` with its own seeded random stream, saved in checkpoints (so a resumed run masks the
+    captions as an uninterrupted one would)."""
+
+    def __init__(self, probability: float = 0.5, seed: int = 0):
+        self.probability = probability
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def manual_seed(self, seed: int) -> "MLMMasker":
+        self.seed = int(seed)
+        self.generator.manual_seed(self.seed)
+        return self
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "rng_state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed = int(state["seed"])
+        self.generator.set_state(state["rng_state"])
+
+    def __call__(self, input_ids, tokenizer, vocab_size=None):
+        return mask_tokens_for_mlm(input_ids, tokenizer, self.probability, vocab_size, generator=self.generator)
+
+
 # --- unmasked token alignment -----------------------------------------------------------------------------------------
-def make_alignment_mask(
-    batch_size: int,
-    num_frames: int,
-    patches_per_frame: int,
-    mask_ratio: float,
-    mask_type: str = "random",
-    attention: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    device=None,
-) -> torch.BoolTensor:
-    """Which student patches to drop: `(batch, num_frames * patches_per_frame)`, True = masked, frame-major order.
-
-    - `"random"`: `int(mask_ratio * frames * patches)` patches per video, anywhere.
-    - `"tube"`: `int(mask_ratio * patches)` patches per frame, the same positions in every frame.
-    - `"attention"`: per frame, keep `patches - int(mask_ratio * patches)` patches drawn without replacement with
-      probability proportional to the teacher's `[CLS]` attention `(batch, frames, patches)` (UMT's semantic mask).
-    """
-    if mask_type not in MASK_TYPES:
-        raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {mask_type!r}.")
-    if not 0.0 <= mask_ratio < 1.0:
-        raise ValueError(f"mask_ratio must lie in [0, 1), got {mask_ratio}.")
-    total = num_frames * patches_per_frame
-    if mask_type == "random":
-        num_masked = int(mask_ratio * total)
-        order = torch.rand(batch_size, total, generator=generator).argsort(1)
-        mask = torch.zeros(batch_size, total, dtype=torch.bool)
-        mask.scatter_(1, order[:, :num_masked], True)
-    elif mask_type == "tube":
-        num_masked = int(mask_ratio * patches_per_frame)
-        order = torch.rand(batch_size, patches_per_frame, generator=generator).argsort(1)
-        frame_mask = torch.zeros(batch_size, patches_per_frame, dtype=torch.bool)
-        frame_mask.scatter_(1, order[:, :num_masked], True)
-        mask = frame_mask.repeat(1, num_frames)
-    else:
-        if attention is None:
-            raise ValueError("mask_type='attention' needs the teacher's attention (batch, frames, patches).")
-        attention = attention.detach().float().cpu().reshape(batch_size * num_frames, -1)
-        if attention.shape[1] != patches_per_frame:
-            raise ValueError(
-                f"Teacher attention covers {attention.shape[1]} patches per frame, the student has {patches_per_frame}."
-            )
-        num_visible = patches_per_frame - int(mask_ratio * patches_per_frame)
-        weights = attention.clamp_min(0) + 1e-6
-        keep = torch.multinomial(weights, num_visible, replacement=False, generator=generator)
-        mask = torch.ones(batch_size * num_frames, patches_per_frame, dtype=torch.bool)
-        mask.scatter_(1, keep, False)
-        mask = mask.reshape(batch_size, total)
-    return mask.to(device) if device is not None else mask
-
-
 def call_teacher(teacher, pixel_values: torch.Tensor, return_attention: bool = True):
     """Run a teacher and normalise its answer to `(targets (batch, 1 + patches, dim), attention or None)`.
 
@@ -170,51 +144,6 @@ def select_visible_targets(targets: torch.Tensor, bool_masked_pos: torch.Tensor)
     return torch.cat([targets[:, :1], visible], dim=1)
 
 
-class CLIPVisionTeacher(nn.Module):
-    """A frozen CLIP image encoder as a per-token teacher for unmasked token alignment (UMT's CLIP teacher).
-
-    Every frame goes through the CLIP vision tower separately; the last layer's tokens (before the final
-    LayerNorm, as UMT) are mapped by the visual projection. Returns `(targets, attention)`: `targets` `(batch, 1 +
-    frames * patches, projection_dim)` L2-normalised, the cls token being the mean over frames; `attention` `(batch,
-    frames, patches)` the last layer's cls-to-patch attention averaged over heads (for `mask_type="attention"`).
-
-    Args:
-        clip_model: a transformers `CLIPVisionModelWithProjection` (pretrained, or from a config for tests). Build it
-            with `attn_implementation="eager"` when attention masks are wanted.
-        image_size: frames are resized (bicubic) to this size first; defaults to the CLIP config's image size.
-    """
-
-    def __init__(self, clip_model, image_size: int | None = None):
-        super().__init__()
-        self.clip = clip_model.eval().requires_grad_(False)
-        config = clip_model.config
-        self.image_size = image_size or config.image_size
-        self.grid = self.image_size // config.patch_size
-        self.output_size = config.projection_dim
-
-    def train(self, mode: bool = True):
-        return super().train(False)  # always frozen
-
-    @torch.no_grad()
-    def forward(self, pixel_values: torch.Tensor, return_attention: bool = True):
-        if pixel_values.ndim == 4:
-            pixel_values = pixel_values.unsqueeze(1)
-        batch, frames = pixel_values.shape[:2]
-        images = pixel_values.flatten(0, 1).to(self.clip.visual_projection.weight.dtype)
-        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
-            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
-        outputs = self.clip.vision_model(pixel_values=images, output_attentions=return_attention, return_dict=True)
-        tokens = self.clip.visual_projection(outputs.last_hidden_state)  # (batch * frames, 1 + patches, dim)
-        dim = tokens.shape[-1]
-        cls_token = tokens[:, 0].reshape(batch, frames, dim).mean(1, keepdim=True)
-        patches = tokens[:, 1:].reshape(batch, -1, dim)
-        targets = F.normalize(torch.cat([cls_token, patches], dim=1).float(), dim=-1)
-        attention = None
-        if return_attention and outputs.attentions:
-            attention = outputs.attentions[-1][:, :, 0, 1:].mean(1).reshape(batch, frames, -1)
-        return targets, attention
-
-
 # --- trainer ----------------------------------------------------------------------------------------------------------
 def _media_types(dataset) -> list[str]:
     if hasattr(dataset, "media_types"):
@@ -224,41 +153,46 @@ def _media_types(dataset) -> list[str]:
     return ["video"] * len(dataset)
 
 
-class VideoTextPretrainingTrainer(Trainer):
+class VideoTextPretrainingTrainer(RecipeTrainerMixin, Trainer):
     """`Trainer` for video-text pretraining of [`VideoMambaForVideoTextRetrieval`] with four weighted losses.
 
     Args (besides `Trainer`'s):
         loss_weights (`dict`): weights of `vtc`, `vtm`, `mlm`, `uta` (0 disables one). Default: 1 for each; `uta`
             only with a teacher.
         mlm_probability (`float`, defaults to 0.5): share of caption tokens selected for MLM (the paper's 50%).
-        teacher (`callable`, *optional*): frozen teacher for unmasked token alignment: `teacher(pixel_values)`
-            returns `targets` `(batch, 1 + frames * patches, dim)` (normalised per-token features, cls first) or
-            `(targets, attention)` with `attention` `(batch, frames, patches)`. See `CLIPVisionTeacher`.
-        video_mask_ratio, image_mask_ratio (`float`, defaults to 0.8 and 0.5): share of student patches dropped for
-            videos and for images when a teacher is used (the masked student then serves all losses, as in UMT).
-        video_mask_type, image_mask_type (`str`, defaults to `"attention"`): see `make_alignment_mask`; `"attention"`
-            falls back to `"random"` when the teacher gives no attention.
-        mask_generator (`callable`, *optional*): replaces `make_alignment_mask`, same signature.
+        teacher (*optional*): frozen teacher for unmasked token alignment: a `CLIPTeacher` (a transformers CLIP
+            vision model is wrapped in one), or any callable `teacher(pixel_values[, return_attention=...])` giving
+            normalised per-token targets `(batch, 1 + frames * patches, dim)` (cls first; a leading layer axis of
+            size 1 is accepted) and, for attention masks, its cls attention `(batch, frames, patches)`.
+        video_mask_generator, image_mask_generator (`videomamba.masking.MaskGenerator`, *optional*): the student's
+            masks when a teacher is used, for video and for image (one-frame) batches. Default: `mask_type` masking
+            of `video_mask_ratio` (0.8) / `image_mask_ratio` (0.5) of the patches on the model's token grid, seeded
+            with `args.seed` (UMT's settings). As in UMT, the masked student then serves all four losses.
+        mask_type (`str`, defaults to `"attention"`): for the default generators (see `videomamba.masking`).
 
     The `processing_class` must be a [`VideoMambaProcessor`] or a tokenizer (MLM needs `[MASK]`). Training batches
     hold one media type each (`MediaGroupedBatchSampler`) and are always full (`drop_last`), since the matching loss
-    needs at least two pairs.
+    needs at least two pairs. Checkpoints are written atomically and carry the MLM and mask streams; `save_model()`
+    writes the model and the processor.
     """
+
+    recipe_state_attributes = ("mlm_masker", "video_mask_generator", "image_mask_generator")
 
     def __init__(
         self,
-        *args,
+        model=None,
+        args=None,
+        *,
         loss_weights: dict[str, float] | None = None,
         mlm_probability: float = 0.5,
         teacher=None,
+        video_mask_generator: MaskGenerator | None = None,
+        image_mask_generator: MaskGenerator | None = None,
+        mask_type: str = "attention",
         video_mask_ratio: float = 0.8,
         image_mask_ratio: float = 0.5,
-        video_mask_type: str = "attention",
-        image_mask_type: str = "attention",
-        mask_generator=None,
         **kwargs,
     ):
-        super().__init__(*args, **kwargs)
         weights = {"vtc": 1.0, "vtm": 1.0, "mlm": 1.0, "uta": 1.0 if teacher is not None else 0.0}
         if loss_weights:
             unknown = set(loss_weights) - set(LOSS_NAMES)
@@ -267,48 +201,60 @@ class VideoTextPretrainingTrainer(Trainer):
             weights.update({name: float(value) for name, value in loss_weights.items()})
         if not any(weights.values()):
             raise ValueError("All loss weights are zero.")
-        model = self.accelerator.unwrap_model(self.model)
+        seed = args.seed if args is not None else 42
         if weights["uta"]:
             if teacher is None:
-                raise ValueError("loss weight uta > 0 needs a teacher (e.g. CLIPVisionTeacher), or set uta=0.")
+                raise ValueError("loss weight uta > 0 needs a teacher (e.g. CLIPTeacher), or set uta=0.")
             if getattr(model, "alignment_decoder", None) is None:
                 raise ValueError(
                     "loss weight uta > 0 needs a model built with config.alignment_hidden_size = the teacher's width."
                 )
+            if not isinstance(teacher, CLIPTeacher) and hasattr(teacher, "vision_model"):
+                teacher = CLIPTeacher(teacher)  # a transformers CLIP model
+            vision_config = model.config.vision_config
+            if vision_config.tubelet_size != 1:
+                raise ValueError(
+                    "Token alignment needs tubelet_size=1: the teacher gives one token per frame and patch."
+                )
+            width = getattr(teacher, "output_dim", None)
+            if width is not None and width != model.config.alignment_hidden_size:
+                raise ValueError(
+                    f"The teacher's tokens are {width}-dimensional but config.alignment_hidden_size="
+                    f"{model.config.alignment_hidden_size}."
+                )
+            if video_mask_generator is None:
+                video_mask_generator = make_mask_generator(
+                    mask_type, mask_grid_size(vision_config), mask_ratio=video_mask_ratio, seed=seed
+                )
+            if image_mask_generator is None:
+                image_mask_generator = make_mask_generator(
+                    mask_type, mask_grid_size(vision_config, num_frames=1), mask_ratio=image_mask_ratio, seed=seed + 1
+                )
+            for generator in (video_mask_generator, image_mask_generator):
+                if not isinstance(generator, MaskGenerator):
+                    raise TypeError(f"Mask generators must be videomamba.masking generators, got {type(generator)}.")
+        if args is not None and args.ddp_find_unused_parameters is None:
+            unused = not weights["vtm"] or not weights["mlm"]
+            unused |= not weights["uta"] and getattr(model, "alignment_decoder", None) is not None
+            if unused:  # modules of disabled losses get no gradient: DDP must be told
+                args.ddp_find_unused_parameters = True
+        self.loss_weights = weights
+        self.teacher = teacher
+        self.mlm_masker = MLMMasker(mlm_probability, seed=seed + 2)
+        self.video_mask_generator = video_mask_generator
+        self.image_mask_generator = image_mask_generator
+        super().__init__(model=model, args=args, **kwargs)
         if weights["mlm"] and self._tokenizer() is None:
             raise ValueError("The MLM loss needs the tokenizer: pass processing_class=processor (or a tokenizer).")
-        for mask_type in (video_mask_type, image_mask_type):
-            if mask_type not in MASK_TYPES:
-                raise ValueError(f"mask types must be one of {MASK_TYPES}, got {mask_type!r}.")
-        self.loss_weights = weights
-        self.mlm_probability = mlm_probability
-        self.teacher = teacher
-        self.video_mask_ratio = video_mask_ratio
-        self.image_mask_ratio = image_mask_ratio
-        self.video_mask_type = video_mask_type
-        self.image_mask_type = image_mask_type
-        self.mask_generator = mask_generator or make_alignment_mask
-        # The model returns a mean loss: let the Trainer divide it for gradient accumulation.
-        self.model_accepts_loss_kwargs = False
-        self._loss_sums = defaultdict(float)
-        self._loss_counts = defaultdict(int)
+        if self.teacher is not None and hasattr(self.teacher, "to"):
+            self.teacher.to(self.args.device)
         self._weights_logged = False
+        self._setup_recipe()
         logger.info("Video-text pretraining loss weights: %s", weights)
 
     def _tokenizer(self):
         processing = self.processing_class
         return getattr(processing, "tokenizer", processing)
-
-    def get_decay_parameter_names(self, model) -> list[str]:
-        """Weight decay on matrices only: not on biases, norms, the temperature or other 0-/1-D parameters, nor on
-        VideoMamba's position tables and cls token (the official VideoMamba rule)."""
-        skip = ("embeddings.position_embeddings", "embeddings.temporal_position_embeddings", "embeddings.cls_token")
-        names = []
-        for name, param in model.named_parameters():
-            vision_table = ".vision_model." in f".{name}" and any(name.endswith(key) for key in skip)
-            if param.ndim > 1 and not name.endswith(".bias") and not vision_table:
-                names.append(name)
-        return names
 
     # --- data -----------------------------------------------------------------------------------------------------
     def get_train_dataloader(self):
@@ -337,31 +283,31 @@ class VideoTextPretrainingTrainer(Trainer):
 
     # --- losses ---------------------------------------------------------------------------------------------------
     def alignment_inputs(self, pixel_values: torch.Tensor, model) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher targets of the visible tokens and the student's patch mask for one batch."""
+        """The student's patch mask `(batch, patches)` and the teacher's targets of the visible tokens `(batch, 1 +
+        visible, dim)` for one batch."""
         if pixel_values.ndim == 4:
             pixel_values = pixel_values.unsqueeze(1)
         vision_config = model.config.vision_config
-        batch, frames, _, height, width = pixel_values.shape
-        grid_h, grid_w = height // vision_config.patch_size, width // vision_config.patch_size
-        num_frames = frames // vision_config.tubelet_size
-        is_image = frames == 1
-        if hasattr(self.teacher, "to") and not getattr(self, "_teacher_placed", False):
-            self.teacher.to(pixel_values.device)
-            self._teacher_placed = True
-        mask_type = self.image_mask_type if is_image else self.video_mask_type
+        frames, height, width = pixel_values.shape[1], pixel_values.shape[-2], pixel_values.shape[-1]
+        generator = self.image_mask_generator if frames == 1 else self.video_mask_generator
+        patch = vision_config.patch_size
+        grid = (frames // vision_config.tubelet_size, height // patch, width // patch)
+        if tuple(generator.input_size) != grid:
+            raise ValueError(
+                f"The {'image' if frames == 1 else 'video'} mask generator makes masks for a {generator.input_size} "
+                f"token grid but this batch gives {grid}: build it with input_size=mask_grid_size(vision_config, "
+                "num_frames=..., image_size=...)."
+            )
+        need_attention = isinstance(generator, AttentionMaskGenerator)
         with torch.no_grad(), self.accelerator.autocast():
-            targets, attention = call_teacher(self.teacher, pixel_values, return_attention=mask_type == "attention")
-        if mask_type == "attention" and attention is None:
-            mask_type = "random"
-        bool_masked_pos = self.mask_generator(
-            batch,
-            num_frames,
-            grid_h * grid_w,
-            self.image_mask_ratio if is_image else self.video_mask_ratio,
-            mask_type=mask_type,
-            attention=attention,
-            device=pixel_values.device,
-        )
+            targets, attention = call_teacher(self.teacher, pixel_values, return_attention=need_attention)
+        if need_attention:
+            if attention is None:
+                raise ValueError("Attention masking needs the teacher's cls attention; use another mask_type.")
+            bool_masked_pos = generator(attention)
+        else:
+            bool_masked_pos = generator(pixel_values.shape[0])
+        bool_masked_pos = bool_masked_pos.to(pixel_values.device)
         return bool_masked_pos, select_visible_targets(targets, bool_masked_pos)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -379,35 +325,37 @@ class VideoTextPretrainingTrainer(Trainer):
             )
         extra = {}
         if self.loss_weights["mlm"]:
-            extra["mlm_input_ids"], extra["mlm_labels"] = mask_tokens_for_mlm(
-                input_ids, self._tokenizer(), self.mlm_probability, vocab_size=unwrapped.config.text_config.vocab_size
+            extra["mlm_input_ids"], extra["mlm_labels"] = self.mlm_masker(
+                input_ids, self._tokenizer(), vocab_size=unwrapped.config.text_config.vocab_size
             )
         if self.loss_weights["uta"]:
             extra["bool_masked_pos"], extra["alignment_targets"] = self.alignment_inputs(pixel_values, unwrapped)
         outputs = model(**inputs, **extra, loss_weights=self.loss_weights, return_dict=True)
         if model.training:
-            for name in LOSS_NAMES:
-                value = getattr(outputs, f"loss_{name}")
-                if value is not None:
-                    self._loss_sums[name] = self._loss_sums[name] + value.detach().float()
-                    self._loss_counts[name] += 1
+            values = {
+                f"loss_{name}": getattr(outputs, f"loss_{name}")
+                for name in LOSS_NAMES
+                if getattr(outputs, f"loss_{name}") is not None
+            }
+            self._record_metrics(**values, temperature=unwrapped.get_temperature())
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def log(self, logs, *args, **kwargs):
-        """Adds the mean of each loss since the last log (averaged over processes), the temperature and, once, the
-        loss weights."""
-        if "loss" in logs and self._loss_counts:
-            for name in LOSS_NAMES:
-                if self._loss_counts.get(name):
-                    mean = torch.as_tensor(self._loss_sums[name] / self._loss_counts[name], device=self.args.device)
-                    logs[f"loss_{name}"] = round(self.accelerator.reduce(mean.float(), reduction="mean").item(), 4)
-            self._loss_sums.clear()
-            self._loss_counts.clear()
-            logs["temperature"] = round(self.accelerator.unwrap_model(self.model).get_temperature().item(), 5)
-            if not self._weights_logged:
-                logs.update({f"weight_{name}": weight for name, weight in self.loss_weights.items()})
-                self._weights_logged = True
+        """The mean of each loss and of the temperature since the last log (over processes too) and, once, the loss
+        weights."""
+        if "loss" in logs and not self._weights_logged:
+            logs.update({f"weight_{name}": weight for name, weight in self.loss_weights.items()})
+            self._weights_logged = True
         return super().log(logs, *args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Checkpoints as the Trainer writes them; the final model (with the processor) staged and moved in place."""
+        if _internal_call:
+            return super().save_model(output_dir, _internal_call=True)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        self._save_final_model(
+            output_dir, lambda folder, state_dict: unwrapped.save_pretrained(folder, state_dict=state_dict)
+        )
 
 
 # --- retrieval --------------------------------------------------------------------------------------------------------
@@ -579,9 +527,8 @@ def evaluate_retrieval(model, tokenizer, video_batches, texts, text_to_videos, r
 
 __all__ = [
     "VideoTextPretrainingTrainer",
-    "CLIPVisionTeacher",
+    "MLMMasker",
     "mask_tokens_for_mlm",
-    "make_alignment_mask",
     "select_visible_targets",
     "call_teacher",
     "retrieval_metrics",
