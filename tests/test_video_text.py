@@ -822,3 +822,34 @@ def test_examples_pretrain_then_zero_shot_on_mp4s(tmp_path, monkeypatch):
     ])
     for key in ("t2v_r1", "t2v_meanr", "v2t_r1", "rerank_t2v_r1"):
         assert metrics[key] == pytest.approx(results[f"after_{key}"], abs=1e-3)
+
+
+def test_training_resumes_from_a_checkpoint_exactly(tokenizer, processor, tmp_path):
+    """Run 4 steps with checkpoints every 2; resuming from checkpoint-2 ends with the uninterrupted run's weights
+    (data order, MLM masks, student masks and the random draws all continue)."""
+    dataset = InMemoryVideoText(num=12)
+
+    def trainer_for(output_dir, max_steps):
+        torch.manual_seed(0)
+        model = VideoMambaForVideoTextRetrieval(make_config(len(tokenizer)))
+        args = TrainingArguments(
+            output_dir=str(output_dir), per_device_train_batch_size=4, learning_rate=1e-3, max_steps=max_steps,
+            save_steps=2, save_strategy="steps", report_to=[], remove_unused_columns=False, use_cpu=True,
+            dataloader_num_workers=0, disable_tqdm=True, seed=0, logging_steps=1,
+        )
+        return VideoTextPretrainingTrainer(
+            model=model, args=args, train_dataset=dataset, data_collator=VideoTextCollator(processor),
+            processing_class=processor, teacher=tiny_teacher(), loss_weights={"uta": 0.5}, video_mask_ratio=0.5,
+            image_mask_ratio=0.25,
+        )
+
+    full = trainer_for(tmp_path / "full", 4)
+    full.train()
+    assert sorted(p.name for p in (tmp_path / "full").iterdir() if p.name.startswith("checkpoint")) == [
+        "checkpoint-2", "checkpoint-4"
+    ]
+    assert not any(p.name.startswith(".staging") for p in (tmp_path / "full").iterdir())
+    resumed = trainer_for(tmp_path / "resumed", 4)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    for (name, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
+        torch.testing.assert_close(a, b, msg=name)
