@@ -411,6 +411,22 @@ def test_text_encoder_loads_from_a_bert_folder(tokenizer, tmp_path):
         model.load_text_encoder(tmp_path / "bigger")
 
 
+def test_vision_encoder_loads_from_a_videomamba_folder(tokenizer, tmp_path):
+    from videomamba import VideoMambaForVideoClassification
+
+    classifier = VideoMambaForVideoClassification(tiny_config(num_frames=8, num_labels=3))
+    with torch.no_grad():
+        classifier.videomamba.embeddings.temporal_position_embeddings.normal_()
+    classifier.save_pretrained(tmp_path / "k400")
+    model = VideoMambaForVideoTextRetrieval(make_config(len(tokenizer)))  # 4 frames
+    model.load_vision_encoder(tmp_path / "k400")
+    theirs = classifier.videomamba.state_dict()
+    for name, value in model.vision_model.state_dict().items():
+        if name != "embeddings.temporal_position_embeddings":
+            torch.testing.assert_close(value, theirs[name], msg=name)
+    assert model.vision_model.embeddings.temporal_position_embeddings.shape == (1, 4, 32)  # resized 8 -> 4 frames
+
+
 # --- alignment masks and teacher ----------------------------------------------------------------------------------------
 def test_select_visible_targets_and_teacher_outputs():
     targets = torch.arange(2 * 5 * 1, dtype=torch.float).view(2, 5, 1)

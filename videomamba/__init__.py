@@ -2,8 +2,9 @@
 """VideoMamba for transformers.
 
 Importing this package registers VideoMamba with transformers' Auto classes (`AutoConfig`, `AutoModel`,
-`AutoModelForVideoClassification`, `AutoModelForImageClassification`, `AutoVideoProcessor`), and marks the classes so
-that every `save_pretrained` folder also loads with `trust_remote_code=True` where this package is not installed.
+`AutoModelForVideoClassification`, `AutoModelForImageClassification`, `AutoVideoProcessor`; the video-text model with
+`AutoModel` and `AutoProcessor`), and marks the classes so that every `save_pretrained` folder also loads with
+`trust_remote_code=True` where this package is not installed.
 """
 
 from transformers import (
@@ -11,10 +12,12 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForVideoClassification,
+    AutoProcessor,
     AutoVideoProcessor,
 )
 
 from .configuration_videomamba import VIDEOMAMBA_PRESETS, VideoMambaConfig
+from .configuration_videomamba_text import VideoMambaTextConfig
 from .modeling_videomamba import (
     VideoMambaForImageClassification,
     VideoMambaForVideoClassification,
@@ -24,6 +27,8 @@ from .modeling_videomamba import (
     is_triton_scan_available,
 )
 from .modeling_videomamba_pretraining import VideoMambaForDistillation, VideoMambaForMaskedAlignment
+from .modeling_videomamba_text import VideoMambaForVideoTextRetrieval, VideoMambaTextPreTrainedModel
+from .processing_videomamba import VideoMambaProcessor, build_wordpiece_tokenizer
 from .video_processing_videomamba import VideoMambaVideoProcessor, average_view_logits
 
 
@@ -49,13 +54,6 @@ for _auto_name, _model in AUTO_MODEL_CLASSES.items():
     _model.register_for_auto_class(_auto_name)
 
 # Video-text model (UMT-style VideoMamba + BERT) and its processor.
-from transformers import AutoProcessor  # noqa: E402
-
-from .configuration_videomamba_text import VideoMambaTextConfig  # noqa: E402
-from .modeling_videomamba_text import VideoMambaForVideoTextRetrieval, VideoMambaTextPreTrainedModel  # noqa: E402
-from .processing_videomamba import VideoMambaProcessor, build_wordpiece_tokenizer  # noqa: E402
-
-
 AutoConfig.register("videomamba_text", VideoMambaTextConfig, exist_ok=True)
 AutoModel.register(VideoMambaTextConfig, VideoMambaForVideoTextRetrieval, exist_ok=True)
 AutoProcessor.register(VideoMambaTextConfig, VideoMambaProcessor, exist_ok=True)
