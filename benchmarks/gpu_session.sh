@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU call: install the carried wheels, run every GPU test, then the given benchmark steps.
 # Usage (device tool, carry .wheels/kernels .wheels/av .wheels/data):
-#   bash benchmarks/gpu_session.sh tests finetune bench-quick
+#   bash benchmarks/gpu_session.sh tests finetune videotext bench-quick
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-deps --no-index --target /tmp/site .wheels/*/*.whl >"$OUT/pip.log" 2>&1 || tail -5 "$OUT/pip.log"
@@ -14,7 +14,10 @@ for step in "$@"; do
     tests)
       VIDEOMAMBA_PARITY_LOG=$OUT/parity.jsonl python3 -m pytest -q -m gpu -p no:cacheprovider tests -rs 2>&1 | tee "$OUT/gpu_tests.log" | tail -25 ;;
     finetune)
-      timeout 330 python3 benchmarks/gpu_finetune_demo.py --output_dir /tmp/finetune --budget_s 120 2>&1 | tee "$OUT/finetune.log" | tail -15 ;;
+      timeout 560 python3 benchmarks/gpu_finetune_demo.py --output_dir /tmp/finetune --budget_s 120 2>&1 | tee "$OUT/finetune.log" | tail -15 ;;
+    videotext)
+      timeout 330 python3 benchmarks/gpu_video_text.py --data_dir /tmp/videotext_demo --output_dir "$OUT/videotext" \
+        2>&1 | tee "$OUT/videotext.log" | tail -30 ;;
     bench-quick)
       python3 benchmarks/benchmark.py --sizes tiny --frames 8 16 32 64 128 --backends triton mamba_ssm \
         --peers videomae timesformer --train-frames 16 --max-minutes 3.2 --time-per-case 2 \
