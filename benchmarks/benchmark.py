@@ -171,10 +171,10 @@ def run(args):
 # --- report --------------------------------------------------------------------------------------------------------
 
 
-def fmt(record):
+def fmt(record, default_batch):
     if "error" in record:
         return "OOM" if "memory" in record["error"] else "n/a"
-    batch = "" if record["batch"] in (128, 32) else f" (b{record['batch']})"
+    batch = "" if record["batch"] == default_batch else f" (b{record['batch']})"
     return f"{record['videos_per_s']:.0f}, {record['peak_gib']:.1f} GiB{batch}"
 
 
@@ -193,7 +193,9 @@ def report(args):
         "Inference, bf16, 224x224, random weights: videos/s and peak memory, batch 128 unless noted (bN).",
         "",
     ]
-    for table, title in ((inference, "Inference"), (training, "Training step (fwd + bwd, bf16 autocast), batch 32")):
+    for table, title, default_batch in (
+        (inference, "Inference", 128), (training, "Training step (fwd + bwd, bf16 autocast), batch 32", 32)
+    ):
         frames = sorted({r["frames"] for r in table})
         names = list(dict.fromkeys(r["name"] for r in table))
         lines += [f"## {title}", "", "| model | " + " | ".join(f"{f} frames" for f in frames) + " |",
@@ -202,10 +204,10 @@ def report(args):
             cells = []
             for f in frames:
                 match = [r for r in table if r["name"] == name and r["frames"] == f]
-                cells.append(fmt(match[-1]) if match else "")
+                cells.append(fmt(match[-1], default_batch) if match else "")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    text = "\n".join(lines) + (open(args.notes).read() if args.notes else "")
+    text = "\n".join(lines) + ("\n" + open(args.notes).read() if args.notes else "")
     with open(args.results_md, "w") as handle:
         handle.write(text)
     plot(inference, args.plot)
