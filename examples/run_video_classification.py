@@ -555,6 +555,10 @@ def main(argv=None):
     train_time, train_clips = 0.0, 0
     steady_time, steady_clips, warm_steps = 0.0, 0, 5
     running_loss, running_count = 0.0, 0
+    on_cuda = accelerator.device.type == "cuda"
+    if on_cuda:  # long clips: report the training step's peak memory and its share per frame
+        torch.cuda.reset_peak_memory_stats(accelerator.device)
+    static_memory, train_peak_memory = None, 0  # static: weights + optimizer state, measured after the first step
     for epoch in range(starting_epoch, args.num_train_epochs):
         model.train()
         train_dataloader.set_epoch(epoch)
@@ -576,6 +580,10 @@ def main(argv=None):
                 lr_scheduler.step()
                 optimizer.zero_grad()
             batches_done += 1
+            if on_cuda:
+                train_peak_memory = max(train_peak_memory, torch.cuda.max_memory_allocated(accelerator.device))
+                if static_memory is None and accelerator.sync_gradients:
+                    static_memory = torch.cuda.memory_allocated(accelerator.device)
             running_loss += loss.detach().float().item()
             running_count += 1
             clips = batch["pixel_values"].shape[0] * accelerator.num_processes
@@ -652,6 +660,13 @@ def main(argv=None):
         "num_classes": len(class_names),
         "chance_top1": 1 / len(class_names),
     })
+    if on_cuda and train_peak_memory and static_memory is not None:
+        # activations of one training step per frame of one clip (peak minus what was resident before training)
+        frames_per_step = args.per_device_train_batch_size * args.num_frames
+        results.update({
+            "train_peak_gpu_memory_gib": train_peak_memory / 2**30,
+            "train_activation_memory_per_frame_mib": (train_peak_memory - static_memory) / frames_per_step / 2**20,
+        })
     if args.with_tracking:
         accelerator.end_training()
 
@@ -686,6 +701,14 @@ def main(argv=None):
         summary += [
             f"Training: {completed_steps} steps, {results['train_clips_per_second']:.1f} clips/s; wall time "
             f"{results['wall_time_seconds']:.0f}s on {platform.machine()} ({accelerator.device}).",
+        ]
+        if "train_peak_gpu_memory_gib" in results:
+            summary.append(
+                f"Peak GPU memory of a training step: {results['train_peak_gpu_memory_gib']:.2f} GiB "
+                f"({results['train_activation_memory_per_frame_mib']:.1f} MiB of activations per frame, "
+                f"{args.per_device_train_batch_size} x {args.num_frames} frames a step"
+                f"{', gradient checkpointing' if args.gradient_checkpointing else ''}).")
+        summary += [
             f"Saved model, video processor and model card to {Path(args.output_dir).resolve()}",
             f"Try it:  python -c \"import videomamba; from transformers import pipeline; "
             f"print(pipeline('video-classification', model='{args.output_dir}')('<video.mp4>'))\"",

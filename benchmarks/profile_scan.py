@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+# Copyright 2026 The videomamba authors. Licensed under the Apache License, Version 2.0.
+"""Diagnostics of the fused Triton scan kernels on the GPU (VideoMamba-Ti mixer, bf16, 16 frames: L = 3137).
+
+    python benchmarks/profile_scan.py --out DIR            # registers, spills, SASS, wave scaling
+    ncu --set full -k regex:_scan_fwd_kernel ... python benchmarks/profile_scan.py --ncu   # one launch of each
+
+Default mode writes to --out: `kernels.json` (registers, spills, shared memory per kernel), `<kernel>.sass`
+(the disassembly, when cuobjdump is on the PATH) and prints the forward scan's time per sample at several batch
+sizes (a program per 32 channels, direction and sample, one warp each: at 127 registers an H100 holds 16 such warps
+per multiprocessor, so batch 88 is one full wave and batch 128 needs 1.45 waves).
+`--ncu` runs each kernel (conv + x_proj, forward scan, backward scan) once, with no warm-up, for Nsight Compute.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+import torch
+
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from videomamba import VideoMambaConfig  # noqa: E402
+from videomamba import bimamba_triton as bt  # noqa: E402
+from videomamba.modeling_videomamba import VideoMambaMixer  # noqa: E402
+
+
+def cuda_ms(fn, reps=10):
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def setup(batch, frames=16):
+    config = VideoMambaConfig.from_preset("tiny", scan_backend="triton")
+    torch.manual_seed(0)
+    mixer = VideoMambaMixer(config, layer_idx=0).cuda().to(torch.bfloat16).eval()
+    length = 1 + frames * 196
+    x = torch.randn(batch, length, config.hidden_size, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        xz = mixer.in_proj(x)
+        tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
+        xdbl = bt._xproj_forward(xz, tabs)
+    return config, mixer, xz, tabs, xdbl
+
+
+def compiled_kernels():
+    """(name, CompiledKernel) of every compiled variant of the module's kernels (Triton's per-function cache)."""
+    found = []
+    for name in dir(bt):
+        fn = getattr(bt, name)
+        cache = getattr(fn, "device_caches", None) or getattr(fn, "cache", None)
+        if not isinstance(cache, dict):
+            continue
+        for per_device in cache.values():
+            entries = per_device[0] if isinstance(per_device, tuple) else per_device
+            if isinstance(entries, dict):
+                for kernel in entries.values():
+                    found.append((name, kernel))
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--ncu", action="store_true", help="one launch of each kernel, no warm-up (for ncu)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 88, 128, 176])
+    args = parser.parse_args()
+
+    if args.ncu:
+        config, mixer, xz, tabs, xdbl = setup(128)
+        with torch.inference_mode():
+            bt._xproj_forward(xz, tabs)
+            bt._scan_forward(xz, xdbl, tabs)
+        del xz, xdbl
+        torch.cuda.empty_cache()
+        config, mixer, xz, tabs, xdbl = setup(32)
+        dy = torch.randn(32, xz.shape[1], config.intermediate_size, device="cuda", dtype=torch.bfloat16)
+        with torch.no_grad():
+            bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True)
+        torch.cuda.synchronize()
+        return
+
+    os.makedirs(args.out, exist_ok=True)
+    scaling = {}
+    for batch in args.batches:
+        config, mixer, xz, tabs, xdbl = setup(batch)
+        with torch.inference_mode():
+            ms = cuda_ms(lambda: bt._scan_forward(xz, xdbl, tabs))
+        programs = (config.intermediate_size // bt.SCAN_FWD_CONFIG["BD"]) * 2 * batch
+        scaling[batch] = {"ms": round(ms, 3), "ms_per_sample": round(ms / batch, 4), "programs": programs}
+        print(f"forward scan batch {batch:4d}: {ms:7.3f} ms, {ms / batch * 1e3:7.2f} us/sample, {programs} programs",
+              flush=True)
+        del xz, xdbl
+        torch.cuda.empty_cache()
+    # one backward so that its kernels are compiled and listed
+    config, mixer, xz, tabs, xdbl = setup(4)
+    dy = torch.randn(4, xz.shape[1], config.intermediate_size, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True)
+    torch.cuda.synchronize()
+
+    kernels = {}
+    cuobjdump = shutil.which("cuobjdump")
+    for name, kernel in compiled_kernels():
+        info = {k: getattr(kernel, k, None) for k in ("n_regs", "n_spills", "shared")}
+        meta = getattr(kernel, "metadata", None)
+        if meta is not None:
+            info["num_warps"] = getattr(meta, "num_warps", None)
+        key = name if name not in kernels else f"{name}_{len([k for k in kernels if k.startswith(name)])}"
+        kernels[key] = info
+        cubin = getattr(kernel, "asm", {}).get("cubin")
+        if cubin and cuobjdump:
+            path = os.path.join(args.out, f"{key}.cubin")
+            with open(path, "wb") as f:
+                f.write(cubin)
+            sass = subprocess.run([cuobjdump, "--dump-sass", path], capture_output=True, text=True).stdout
+            with open(os.path.join(args.out, f"{key}.sass"), "w") as f:
+                f.write(sass)
+            os.remove(path)
+        print(f"{key}: {info}", flush=True)
+    with open(os.path.join(args.out, "kernels.json"), "w") as f:
+        json.dump({"kernels": kernels, "forward_scan_scaling": scaling}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
