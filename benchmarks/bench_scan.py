@@ -42,21 +42,23 @@ def cuda_time(fn, warmup=2, reps=10):
     return statistics.median(times), min(times), max(times)
 
 
-SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (measured slower on the H100 and dropped from the list:
-    # pipe2, pipe2 maxnreg168, pipe2 + L1 prefetch, pipe1/pipe2 BD16, plain stages3; see NOTES_triton.md)
-    "scan pipe1 prefetch (v2c)": dict(PIPE=1, PREFETCH=True, maxnreg=None),
-    "scan delta pipe1 prefetch": dict(PIPE=1, PREFETCH=True, DELTA=True),
-    "scan delta pipe1 prefetch maxnreg96": dict(PIPE=1, PREFETCH=True, DELTA=True, maxnreg=96),
-    "scan delta pipe1 prefetch maxnreg80": dict(PIPE=1, PREFETCH=True, DELTA=True, maxnreg=80),
-    "scan delta pipe2 prefetch": dict(PIPE=2, PREFETCH=True, DELTA=True),
-    "scan delta pipe1 prefetch BD16": dict(PIPE=1, PREFETCH=True, DELTA=True, BD=16),
-    "scan delta plain prefetch": dict(PIPE=0, PREFETCH=True, DELTA=True),
+SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG. Measured slower on the H100 before the channels-first
+    # tiles (v4) and dropped: pipe2 (+ maxnreg168, + L1 prefetch), BD16, Triton's pipeliner, DELTA; see NOTES_triton.md.
+    "scan pipe1 prefetch": dict(PIPE=1, PREFETCH=True, maxnreg=None),
+    "scan pipe1": dict(PIPE=1, PREFETCH=False, maxnreg=None),
+    "scan pipe1 prefetch maxnreg96": dict(PIPE=1, PREFETCH=True, maxnreg=96),
+    "scan plain prefetch": dict(PIPE=0, PREFETCH=True, maxnreg=None),
+    "scan plain prefetch maxnreg80": dict(PIPE=0, PREFETCH=True, maxnreg=80),
+    "scan plain maxnreg80": dict(PIPE=0, PREFETCH=False, maxnreg=80),
+    "scan unroll2 prefetch": dict(PIPE=0, UNROLL=2, PREFETCH=True, maxnreg=None),
 }
 XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG
     "conv+x_proj BT64 BC32 w4": dict(BT=64, BC=32, num_warps=4, num_stages=2),
     "conv+x_proj BT32 BC32 w2": dict(BT=32, BC=32, num_warps=2, num_stages=2),
     "conv+x_proj BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2),
     "conv+x_proj BT64 BC32 w8": dict(BT=64, BC=32, num_warps=8, num_stages=2),
+    "conv+x_proj BT64 BC64 w4 s1": dict(BT=64, BC=64, num_warps=4, num_stages=1),
+    "conv+x_proj BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2),
 }
 BWD_VARIANTS = {  # changes to SCAN_BWD_CONFIG
     "bwd T8": dict(T=8, PIPE1=False),

@@ -139,6 +139,8 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     fwd0, bwd0 = dict(bt.SCAN_FWD_CONFIG), dict(bt.SCAN_BWD_CONFIG)
     variants = {  # (forward changes, backward changes or None: forward only)
         "pipe2": ({"PIPE": 2}, None),
+        "plain": ({"PIPE": 0}, None),
+        "unroll2": ({"PIPE": 0, "UNROLL": 2}, None),
         "stages3": ({"PIPE": 0, "STAGES": 3}, None),
         "delta_pipe1": ({"PIPE": 1, "DELTA": True}, None),
         "delta_plain": ({"PIPE": 0, "DELTA": True}, None),

@@ -145,7 +145,7 @@ def _conv_xproj_kernel(
     L, D,
     s_xz_b, s_xz_l, s_xd_b, s_xd_l,
     PS: tl.constexpr, PSP: tl.constexpr, K: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, IEEE: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, IEEE: tl.constexpr, FAST: tl.constexpr = False, TANH: tl.constexpr = False,
 ):
     """x_dbl[b, t, dir] = silu(conv_dir(x)[t] + bias_dir) @ x_proj_dir.T for both directions, padded rows.
 
@@ -183,8 +183,8 @@ def _conv_xproj_kernel(
                     mask=(tp < L)[:, None] & mask_c[None, :], other=0.0,
                 ).to(tl.float32)
                 pre_b += wb[None, :] * xp
-        xc_f = pre_f / (1.0 + tl.exp(-pre_f))
-        xc_b = pre_b / (1.0 + tl.exp(-pre_b))
+        xc_f = pre_f * _sigmoid(pre_f, FAST, TANH)  # the same SiLU as the scan's recomputation
+        xc_b = pre_b * _sigmoid(pre_b, FAST, TANH)
         w_f = tl.load(wx_ptr + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
         w_b = tl.load(wx_ptr + PSP * D + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
         if IEEE:
@@ -997,12 +997,13 @@ def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
     # half inputs: the weights go in as the input dtype (the kernel rounds them to it anyway): half the bytes
     wx = tabs.wx if xz.dtype == torch.float32 else tabs.wx.to(xz.dtype)
     cfg = XPROJ_CONFIG
+    fast, tanh = _fast_flags(xz.dtype)
     bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
     _conv_xproj_kernel[(_cdiv(length, cfg["BT"]), batch)](
         xz, tabs.convw, tabs.convb, wx, xdbl,
         length, tabs.d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1),
         PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, IEEE=xz.dtype == torch.float32,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        FAST=fast, TANH=tanh, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return xdbl
 
