@@ -175,7 +175,7 @@ def test_interpreter_matches_float64_reference():
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results.pop("written")
     assert len([k for k in results if k.startswith("mixer_d_")]) == 16
-    assert len([k for k in results if k.startswith("var_")]) == 5 + 8
+    assert len([k for k in results if k.startswith("var_")]) == 7 + 8
     for name, err in results.items():
         assert err < 1e-5, (name, err, results)
 
