@@ -42,15 +42,14 @@ def cuda_time(fn, warmup=2, reps=10):
     return statistics.median(times), min(times), max(times)
 
 
-SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG. Measured slower on the H100 before the channels-first
-    # tiles (v4) and dropped: pipe2 (+ maxnreg168, + L1 prefetch), BD16, Triton's pipeliner, DELTA; see NOTES_triton.md.
-    "scan pipe1 prefetch": dict(PIPE=1, PREFETCH=True, maxnreg=None),
-    "scan pipe1": dict(PIPE=1, PREFETCH=False, maxnreg=None),
-    "scan pipe1 prefetch maxnreg96": dict(PIPE=1, PREFETCH=True, maxnreg=96),
-    "scan plain prefetch": dict(PIPE=0, PREFETCH=True, maxnreg=None),
-    "scan plain prefetch maxnreg80": dict(PIPE=0, PREFETCH=True, maxnreg=80),
-    "scan plain maxnreg80": dict(PIPE=0, PREFETCH=False, maxnreg=80),
-    "scan unroll2 prefetch": dict(PIPE=0, UNROLL=2, PREFETCH=True, maxnreg=None),
+SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-first tiles; see NOTES_triton.md)
+    "scan pipe1": dict(PIPE=1, UNROLL=1, maxnreg=None),
+    "scan pipe1 maxnreg168": dict(PIPE=1, UNROLL=1, maxnreg=168),
+    "scan pipe1 maxnreg200": dict(PIPE=1, UNROLL=1, maxnreg=200),
+    "scan pipe1 unroll2": dict(PIPE=1, UNROLL=2, maxnreg=None),
+    "scan pipe1 unroll2 maxnreg200": dict(PIPE=1, UNROLL=2, maxnreg=200),
+    "scan pipe1 unroll2 no-prefetch": dict(PIPE=1, UNROLL=2, PREFETCH=False, maxnreg=None),
+    "scan plain unroll2": dict(PIPE=0, UNROLL=2, maxnreg=None),
 }
 XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG
     "conv+x_proj BT64 BC32 w4": dict(BT=64, BC=32, num_warps=4, num_stages=2),

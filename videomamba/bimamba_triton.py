@@ -121,14 +121,6 @@ def _softplus(x, FAST: tl.constexpr):
 
 
 @triton.jit
-def _prefetch_l1(ptrs):
-    """`prefetch.global.L1` of each lane's address (a hint; no result)."""
-    tl.inline_asm_elementwise(
-        "prefetch.global.L1 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
-    )
-
-
-@triton.jit
 def _prefetch_l2(ptrs):
     """`prefetch.global.L2` of each lane's address (a hint; no result)."""
     tl.inline_asm_elementwise(
@@ -202,60 +194,40 @@ def _conv_xproj_kernel(
 
 
 @triton.jit
-def _load_dt(dt_ptrs, delta_ptrs, mask_d, DELTA: tl.constexpr):
-    """The step-size input of one token: with DELTA the precomputed delta (BD,) from the output buffer, else the
-    dt part of the x_dbl row (RG, 4, BD)."""
-    if DELTA:
-        return tl.load(delta_ptrs, mask=mask_d, other=0.0).to(tl.float32)
-    else:
-        return tl.load(dt_ptrs)
-
-
-@triton.jit
-def _delta_kernel(
-    xdbl_ptr, dtw_ptr, dtb_ptr, out_ptr,
-    L, D,
-    s_xd_b, s_xd_l, s_o_b, s_o_l,
-    R: tl.constexpr, RP4: tl.constexpr, PS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-    FAST: tl.constexpr,
-):
-    """delta = softplus(dt @ dt_proj.weight.T + dt_proj.bias) for one direction, into out2[b, t, dir, :] in its
-    dtype (the scan then reads it from there and overwrites it with the output). Grid (cdiv(L, BT), 2, B).
-    dt comes from x_dbl (B, L, 2, PS) fp32 (columns 0 .. R-1); dtw (2, D, RP4), dtb (2, D) fp32."""
-    pid_t = tl.program_id(0)
-    dr = tl.program_id(1)
-    pid_b = tl.program_id(2)
-    offs_t = pid_t * BT + tl.arange(0, BT)
-    mask_t = offs_t < L
-    xrow = xdbl_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t * s_xd_l + dr * PS
-    orow = out_ptr + pid_b.to(tl.int64) * s_o_b + offs_t[:, None] * s_o_l + dr * D
-    for c0 in range(0, D, BC):
-        offs_c = c0 + tl.arange(0, BC)
-        mask_c = offs_c < D
-        acc = tl.zeros([BT, BC], dtype=tl.float32) + tl.load(dtb_ptr + dr * D + offs_c, mask=mask_c, other=0.0)[None, :]
-        for r in tl.static_range(R):
-            col = tl.load(xrow + r, mask=mask_t, other=0.0)
-            w = tl.load(dtw_ptr + (dr * D + offs_c) * RP4 + r, mask=mask_c, other=0.0)
-            acc += col[:, None] * w[None, :]
-        delta = _softplus(acc, FAST)
-        tl.store(orow + offs_c[None, :], delta.to(out_ptr.dtype.element_ty), mask=mask_t[:, None] & mask_c[None, :])
-
-
-@triton.jit
 def _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                FAST: tl.constexpr, TANH: tl.constexpr, DELTA: tl.constexpr = False):
+                FAST: tl.constexpr, TANH: tl.constexpr):
     """One token of one direction: conv over (xt, xp1, xp2, xp3) (this, then earlier tokens in scan order), SiLU,
-    dt_proj + softplus, state update, readout, D skip and gate. Returns the new state and the gated output."""
+    dt_proj + softplus, state update, readout, D skip and gate. Tiles: h, a2, bv, cv (BD, 4, NG); wdt, dtl
+    (BD, 4, RG); the rest (BD,). Returns the new state and the gated output (BD,)."""
     pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
     xc = pre * _sigmoid(pre, FAST, TANH)
-    if DELTA:
-        delta = dtl
-    else:
-        delta = _softplus(tl.sum(tl.sum(wdt * dtl, axis=2), axis=1) + bdt, FAST)
+    delta = _softplus(tl.sum(tl.sum(wdt * dtl, axis=2), axis=1) + bdt, FAST)
     a = _exp2(a2 * delta[:, None, None], FAST)
     h = a * h + bv * (delta * xc)[:, None, None]
     y = tl.sum(tl.sum(h * cv, axis=2), axis=1) + dsk * xc
     return h, y * (zt * _sigmoid(zt, FAST, TANH))
+
+
+@triton.jit
+def _load_token(x_base, xd_base, t, s_xz_l, s_xd_l4, D, mask_d, off_r3, off_b3, off_c3):
+    """Inputs of token t: x and z (BD,) in float32, and the dt, B and C parts of its x_dbl row as broadcast tiles."""
+    row = x_base + t * s_xz_l
+    xrow = xd_base + (t * s_xd_l4) * 4
+    xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
+    zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
+    return xt, zt, tl.load(xrow + off_r3), tl.load(xrow + off_b3), tl.load(xrow + off_c3)
+
+
+@triton.jit
+def _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS: tl.constexpr, PF_DIST: tl.constexpr):
+    """L2 prefetch of the x, z and x_dbl rows of tokens t + step * (PF_DIST + lane), one token per lane."""
+    tp = t + step * (PF_DIST + tl.arange(0, 32))
+    tp = tl.minimum(tl.maximum(tp, 0), L - 1)
+    _prefetch_l2(x_base + tp * s_xz_l)
+    _prefetch_l2(x_base + tp * s_xz_l + D)
+    prow = xd_base + tp * s_xd_l4 * 4
+    _prefetch_l2(prow)
+    _prefetch_l2(prow + (PS - 1))
 
 
 @triton.jit
@@ -265,26 +237,22 @@ def _scan_fwd_kernel(
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l,
     K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, PS: tl.constexpr, BD: tl.constexpr,
     FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr, PF_DIST: tl.constexpr,
-    UNROLL: tl.constexpr, PIPE: tl.constexpr, PREFETCH_L1: tl.constexpr = False, STAGES: tl.constexpr = 1,
-    DELTA: tl.constexpr = False,
+    PIPE: tl.constexpr, UNROLL: tl.constexpr,
 ):
     """One direction of the selective scan for BD channels of one sample, gated, into out2[b, :, dir, :].
 
     Program (channel block, direction, sample); direction 1 walks t = L-1 .. 0 and its conv looks ahead.
     Per-channel tables, fp32: convw (2, K, D), convb / dtb / dsk (2, D), dtw (2, D, 4 RG) = dt_proj.weight zero-padded,
-    a2 (2, D, 4 NG) = A * log2(e) zero-padded. States and dt-rank live in 3D tiles (groups of 4, 4, channels):
-    each lane owns one channel and all its states, and each token's B / C / dt row arrives as 16-byte broadcast loads.
+    a2 (2, D, 4 NG) = A * log2(e) zero-padded. Tiles are channels-first, (BD, 4, groups): the vectorised axis of 4
+    comes first in the compiler's order and the channel axis next, so that each lane owns one channel with all its
+    states and dt weights in registers (no shuffles or shared memory per token), and each token's B / C / dt row
+    arrives as 16-byte broadcast loads.
     x_dbl rows are padded: (B, L, 2, PS), PS = 4 (RG + 2 NG) (passed in), dt at 0, B at 4 RG, C at 4 (RG + NG), pads
     zero; its strides come divided by 4 (`s_xd_b4`, `s_xd_l4`) so that the compiler knows rows are 16-byte aligned.
-    UNROLL = 2 takes two tokens per iteration, their loads issued together (one memory latency per two tokens).
-    PIPE = 1 (with UNROLL = 1) loads the next token's inputs during the current token (software pipelining: the
-    memory latency overlaps the arithmetic instead of stalling every step); PIPE = 2 loads two tokens ahead, so that
-    the loads have a whole token's arithmetic to land even where the compiler sinks them to the end of the loop body.
-    PREFETCH_L1 pulls the next 16..31 tokens' rows into L1 every 16 tokens (the pipelined loads then hit L1).
-    STAGES > 1 (with PIPE = 0, UNROLL = 1) runs the plain loop under Triton's own software pipeliner.
-    DELTA (not with UNROLL = 2): out2 holds delta = softplus(dt_proj(dt)) on entry (`_delta_kernel`); each token's
-    delta is read from the place its output then overwrites (no dt_proj, softplus or dt row in the scan: fewer
-    registers and instructions, a shorter chain per token).
+    PIPE = 0: each token's loads at the top of its step. PIPE = 1: software pipelining, the next token's loads are
+    issued during the current token (with enough registers, see SCAN_FWD_CONFIG["maxnreg"], the compiler keeps them
+    early). UNROLL = 2 takes two tokens per loop iteration; with PIPE = 1 the two tokens' inputs alternate between two
+    register sets, so no register copies rotate the pipeline. PREFETCH pulls rows PF_DIST tokens ahead into L2.
     """
     pid_d = tl.program_id(0)
     dr = tl.program_id(1)
@@ -319,6 +287,7 @@ def _scan_fwd_kernel(
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b + offs_d
     xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
     o_base = out_ptr + pid_b.to(tl.int64) * s_o_b + dr * D + offs_d
+    out_ty = out_ptr.dtype.element_ty
     zero3 = d3 * 0
     off_r3 = r3 + zero3
     off_b3 = 4 * RG + n3 + zero3
@@ -330,147 +299,75 @@ def _scan_fwd_kernel(
     xp3 = tl.zeros([BD], dtype=tl.float32)
     step = 1 - 2 * dr
     t = dr * (L - 1)
-    lane = tl.arange(0, BD) % 32
-    if PIPE > 0:
-        # software pipeline: the loads of token i + PIPE are issued during token i (PIPE = 1 or 2 tokens ahead)
-        row = x_base + t * s_xz_l
-        xrow = xd_base + (t * s_xd_l4) * 4
-        nxt_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
-        nxt_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-        nxt_dtl = _load_dt(xrow + off_r3, o_base + t * s_o_l, mask_d, DELTA)
-        nxt_bv = tl.load(xrow + off_b3)
-        nxt_cv = tl.load(xrow + off_c3)
-        if PIPE == 2:
-            t1 = tl.maximum(tl.minimum(t + step, L - 1), 0)
-            row = x_base + t1 * s_xz_l
-            xrow = xd_base + (t1 * s_xd_l4) * 4
-            nx2_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
-            nx2_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-            nx2_dtl = _load_dt(xrow + off_r3, o_base + t1 * s_o_l, mask_d, DELTA)
-            nx2_bv = tl.load(xrow + off_b3)
-            nx2_cv = tl.load(xrow + off_c3)
-        for i in range(0, L):
+    if PIPE == 0:
+        for i in range(0, L // UNROLL):
             if PREFETCH:
-                if i % 32 == 0:
-                    tp = t + step * (PF_DIST + lane)
-                    tp = tl.minimum(tl.maximum(tp, 0), L - 1)
-                    _prefetch_l2(x_base + tp * s_xz_l)
-                    _prefetch_l2(x_base + tp * s_xz_l + D)
-                    prow = xd_base + tp * s_xd_l4 * 4
-                    _prefetch_l2(prow)
-                    _prefetch_l2(prow + (PS - 1))
-            if PREFETCH_L1:
-                if i % 16 == 0:
-                    # the x and z rows and both lines of the x_dbl row of tokens i+16 .. i+31 (scan order) into L1
-                    tq = t + step * (16 + lane % 16)
-                    tq = tl.minimum(tl.maximum(tq, 0), L - 1)
-                    qrow = xd_base + tq * s_xd_l4 * 4
-                    _prefetch_l1(x_base + tq * s_xz_l)
-                    _prefetch_l1(x_base + tq * s_xz_l + D)
-                    _prefetch_l1(qrow)
-                    _prefetch_l1(qrow + (PS - 1))
-            xt = nxt_x
-            zt = nxt_z
-            dtl = nxt_dtl
-            bv = nxt_bv
-            cv = nxt_cv
-            if PIPE == 2:
-                nxt_x = nx2_x
-                nxt_z = nx2_z
-                nxt_dtl = nx2_dtl
-                nxt_bv = nx2_bv
-                nxt_cv = nx2_cv
-                tn = t + step * tl.minimum(2, L - 1 - i)  # clamped: the last iterations reload valid tokens
-                row = x_base + tn * s_xz_l
-                xrow = xd_base + (tn * s_xd_l4) * 4
-                nx2_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
-                nx2_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-                nx2_dtl = _load_dt(xrow + off_r3, o_base + tn * s_o_l, mask_d, DELTA)
-                nx2_bv = tl.load(xrow + off_b3)
-                nx2_cv = tl.load(xrow + off_c3)
-            else:
+                if (i * UNROLL) % 32 == 0:
+                    _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS, PF_DIST)
+            xt, zt, dtl, bv, cv = _load_token(x_base, xd_base, t, s_xz_l, s_xd_l4, D, mask_d, off_r3, off_b3, off_c3)
+            if UNROLL == 2:
+                xt2, zt2, dtl2, bv2, cv2 = _load_token(x_base, xd_base, t + step, s_xz_l, s_xd_l4, D, mask_d,
+                                                       off_r3, off_b3, off_c3)
+            h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                                 FAST, TANH)
+            tl.store(o_base + t * s_o_l, out.to(out_ty), mask=mask_d)
+            xp3 = xp2
+            xp2 = xp1
+            xp1 = xt
+            if UNROLL == 2:
+                h, out = _scan_token(h, xt2, xp1, xp2, xp3, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2,
+                                     w3, FAST, TANH)
+                tl.store(o_base + (t + step) * s_o_l, out.to(out_ty), mask=mask_d)
+                xp3 = xp2
+                xp2 = xp1
+                xp1 = xt2
+            t += UNROLL * step
+    else:
+        xt, zt, dtl, bv, cv = _load_token(x_base, xd_base, t, s_xz_l, s_xd_l4, D, mask_d, off_r3, off_b3, off_c3)
+        for i in range(0, L // UNROLL):
+            if PREFETCH:
+                if (i * UNROLL) % 32 == 0:
+                    _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS, PF_DIST)
+            if UNROLL == 1:
                 tn = t + step * (i + 1 < L).to(tl.int32)  # the last iteration reloads its own token
-                row = x_base + tn * s_xz_l
-                xrow = xd_base + (tn * s_xd_l4) * 4
-                nxt_x = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
-                nxt_z = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-                nxt_dtl = _load_dt(xrow + off_r3, o_base + tn * s_o_l, mask_d, DELTA)
-                nxt_bv = tl.load(xrow + off_b3)
-                nxt_cv = tl.load(xrow + off_c3)
+                nx, nz, ndtl, nbv, ncv = _load_token(x_base, xd_base, tn, s_xz_l, s_xd_l4, D, mask_d,
+                                                     off_r3, off_b3, off_c3)
+                h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                                     FAST, TANH)
+                tl.store(o_base + t * s_o_l, out.to(out_ty), mask=mask_d)
+                xp3 = xp2
+                xp2 = xp1
+                xp1 = xt
+                xt, zt, dtl, bv, cv = nx, nz, ndtl, nbv, ncv
+                t += step
+            else:
+                # ping-pong: set 2 (token t + step) loads during token t, set 1 (token t + 2 step) during t + step
+                xt2, zt2, dtl2, bv2, cv2 = _load_token(x_base, xd_base, t + step, s_xz_l, s_xd_l4, D, mask_d,
+                                                       off_r3, off_b3, off_c3)
+                h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                                     FAST, TANH)
+                tl.store(o_base + t * s_o_l, out.to(out_ty), mask=mask_d)
+                xp3 = xp2
+                xp2 = xp1
+                xp1 = xt
+                tn = t + step * (1 + (2 * i + 2 < L).to(tl.int32))  # past the end: reload a valid token
+                xt, zt, dtl, bv, cv = _load_token(x_base, xd_base, tn, s_xz_l, s_xd_l4, D, mask_d,
+                                                  off_r3, off_b3, off_c3)
+                h, out = _scan_token(h, xt2, xp1, xp2, xp3, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2,
+                                     w3, FAST, TANH)
+                tl.store(o_base + (t + step) * s_o_l, out.to(out_ty), mask=mask_d)
+                xp3 = xp2
+                xp2 = xp1
+                xp1 = xt2
+                t += 2 * step
+    if UNROLL == 2:
+        if L % 2 == 1:  # the last token (PIPE 1: its inputs are already loaded)
+            if PIPE == 0:
+                xt, zt, dtl, bv, cv = _load_token(x_base, xd_base, t, s_xz_l, s_xd_l4, D, mask_d,
+                                                  off_r3, off_b3, off_c3)
             h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                                 FAST, TANH, DELTA)
-            tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
-            xp3 = xp2
-            xp2 = xp1
-            xp1 = xt
-            t = t + step
-    if STAGES > 1:
-        # the plain loop handed to Triton's software pipeliner (loads staged through shared memory, STAGES deep)
-        t0 = dr * (L - 1)
-        for i in tl.range(0, L * (PIPE == 0) * (UNROLL == 1), num_stages=STAGES):
-            tt = t0 + step * i
-            row = x_base + tt * s_xz_l
-            xrow = xd_base + (tt * s_xd_l4) * 4
-            xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
-            zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-            dtl = _load_dt(xrow + off_r3, o_base + tt * s_o_l, mask_d, DELTA)
-            bv = tl.load(xrow + off_b3)
-            cv = tl.load(xrow + off_c3)
-            h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                                 FAST, TANH, DELTA)
-            tl.store(o_base + tt * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
-            xp3 = xp2
-            xp2 = xp1
-            xp1 = xt
-    for i in range(0, (L // UNROLL) * (PIPE == 0) * (STAGES <= 1)):
-        if PREFETCH:
-            if (i * UNROLL) % 32 == 0:
-                tp = t + step * (PF_DIST + lane)
-                tp = tl.minimum(tl.maximum(tp, 0), L - 1)
-                _prefetch_l2(x_base + tp * s_xz_l)
-                _prefetch_l2(x_base + tp * s_xz_l + D)
-                prow = xd_base + tp * s_xd_l4 * 4
-                _prefetch_l2(prow)
-                _prefetch_l2(prow + (PS - 1))
-        row = x_base + t * s_xz_l
-        xrow = xd_base + (t * s_xd_l4) * 4
-        xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
-        zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-        dtl = _load_dt(xrow + off_r3, o_base + t * s_o_l, mask_d, DELTA)
-        bv = tl.load(xrow + off_b3)
-        cv = tl.load(xrow + off_c3)
-        if UNROLL == 2:
-            row2 = row + step * s_xz_l
-            xrow2 = xrow + step * s_xd_l4 * 4
-            xt2 = tl.load(row2, mask=mask_d, other=0.0).to(tl.float32)
-            zt2 = tl.load(row2 + D, mask=mask_d, other=0.0).to(tl.float32)
-            dtl2 = tl.load(xrow2 + off_r3)
-            bv2 = tl.load(xrow2 + off_b3)
-            cv2 = tl.load(xrow2 + off_c3)
-        h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                             FAST, TANH, DELTA)
-        tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
-        if UNROLL == 2:
-            h, out2 = _scan_token(h, xt2, xt, xp1, xp2, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                                  FAST, TANH)
-            tl.store(o_base + (t + step) * s_o_l, out2.to(out_ptr.dtype.element_ty), mask=mask_d)
-            xp3 = xp1
-            xp2 = xt
-            xp1 = xt2
-        else:
-            xp3 = xp2
-            xp2 = xp1
-            xp1 = xt
-        t += UNROLL * step
-    if UNROLL == 2 and PIPE == 0 and STAGES <= 1:
-        if L % 2 == 1:
-            row = x_base + t * s_xz_l
-            xrow = xd_base + (t * s_xd_l4) * 4
-            xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
-            zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-            h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, tl.load(xrow + off_r3), tl.load(xrow + off_b3),
-                                 tl.load(xrow + off_c3), a2, wdt, bdt, dsk, cb, w0, w1, w2, w3, FAST, TANH)
-            tl.store(o_base + t * s_o_l, out.to(out_ptr.dtype.element_ty), mask=mask_d)
+                                 FAST, TANH)
+            tl.store(o_base + t * s_o_l, out.to(out_ty), mask=mask_d)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -900,10 +797,9 @@ def _next_pow2(n: int) -> int:
 
 
 # Launch settings (also read by benchmarks/bench_scan.py to compare variants).
-# Forward scan: PIPE + PREFETCH measured fastest on an H100 (Ti mixer, batch 128, 16 frames: 4.58 ms against 7.77 ms
-# for the plain loop, 5.95 with maxnreg=80, 10.0 with two channels per lane); see benchmarks/NOTES_triton.md.
-# Measured slower (triton2 branch, same shapes): PIPE 2 (5.81 ms), + L1 prefetch (5.99), BD 16 (5.44), Triton's
-# pipeliner on the plain loop (7.69), DELTA precomputed (6.01; with maxnreg 96: 6.79, 80: 11.9), all against 4.63-4.65.
+# Forward scan (v4, channels-first tiles), H100, Ti mixer, batch 128, 16 frames: PIPE 1 + PREFETCH 4.02 ms (v2c with
+# the old (groups, 4, channels) tiles, whose broadcast loads Triton 3.6 spread over 4 lanes: 4.55-4.65 ms); plain loop
+# 5.96; maxnreg 80 5.33-5.76; maxnreg 96 6.43. See benchmarks/NOTES_triton.md.
 SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 64, "UNROLL": 1, "PIPE": 1, "maxnreg": None}
 SCAN_BWD_CONFIG = {"BD": 32, "num_warps": 1, "T": 8}
 # conv + x_proj: 64 channels per step measured fastest (H100, same shapes: 0.84 ms; BC 32: 0.87-0.89; BC 16 (v2): 1.13)
@@ -1015,23 +911,14 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables) -> torch.
     out2 = torch.empty(batch, length, 2, d_inner, device=xz.device, dtype=xz.dtype)
     cfg = SCAN_FWD_CONFIG
     fast, tanh = _fast_flags(xz.dtype)
-    delta = bool(cfg.get("DELTA", False))
-    if delta:
-        # delta precomputed into out2 (in its dtype; the scan overwrites it with the output, token by token)
-        if cfg["UNROLL"] != 1:
-            raise ValueError("SCAN_FWD_CONFIG: DELTA needs UNROLL = 1.")
-        _delta_kernel[(_cdiv(length, 32), 2, batch)](
-            xdbl, tabs.dtw, tabs.dtb, out2, length, d_inner, xdbl.stride(0), xdbl.stride(1),
-            out2.stride(0), out2.stride(1), R=tabs.r, RP4=tabs.rp4, PS=tabs.ps, BT=32, BC=64, FAST=fast, num_warps=4,
-        )
+    maxnreg = cfg.get("maxnreg")
     _scan_fwd_kernel[(_cdiv(d_inner, cfg["BD"]), 2, batch)](
         xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out2,
         length, d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
         out2.stride(0), out2.stride(1),
         K=tabs.k, RG=tabs.rg, NG=tabs.ng, PS=tabs.ps, BD=cfg["BD"], FAST=fast, TANH=tanh,
-        PREFETCH=cfg["PREFETCH"] and not _interpreting(), PF_DIST=cfg["PF_DIST"], UNROLL=cfg["UNROLL"], PIPE=cfg["PIPE"],
-        PREFETCH_L1=cfg.get("PREFETCH_L1", False) and not _interpreting(), STAGES=cfg.get("STAGES", 1), DELTA=delta,
-        num_warps=cfg["num_warps"], **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}),
+        PREFETCH=cfg["PREFETCH"] and not _interpreting(), PF_DIST=cfg["PF_DIST"], PIPE=cfg["PIPE"],
+        UNROLL=cfg["UNROLL"], num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
     )
     return out2
 
