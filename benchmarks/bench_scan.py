@@ -45,8 +45,9 @@ def cuda_time(fn, warmup=2, reps=10):
 SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-first tiles; see NOTES_triton.md)
     "scan pipe1": dict(PIPE=1, UNROLL=1, maxnreg=None),
     "scan pipe1 maxnreg168": dict(PIPE=1, UNROLL=1, maxnreg=168),
-    "scan pipe1 maxnreg200": dict(PIPE=1, UNROLL=1, maxnreg=200),
+    "scan pipe1 maxnreg160": dict(PIPE=1, UNROLL=1, maxnreg=160),
     "scan pipe1 unroll2": dict(PIPE=1, UNROLL=2, maxnreg=None),
+    "scan pipe1 unroll2 maxnreg168": dict(PIPE=1, UNROLL=2, maxnreg=168),
     "scan pipe1 unroll2 maxnreg200": dict(PIPE=1, UNROLL=2, maxnreg=200),
     "scan pipe1 unroll2 no-prefetch": dict(PIPE=1, UNROLL=2, PREFETCH=False, maxnreg=None),
     "scan plain unroll2": dict(PIPE=0, UNROLL=2, maxnreg=None),
