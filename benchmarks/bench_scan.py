@@ -48,9 +48,9 @@ SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-fir
     "scan pipe1 maxnreg160": dict(PIPE=1, UNROLL=1, maxnreg=160),
     "scan pipe1 unroll2": dict(PIPE=1, UNROLL=2, maxnreg=None),
     "scan pipe1 unroll2 maxnreg168": dict(PIPE=1, UNROLL=2, maxnreg=168),
-    "scan pipe1 unroll2 maxnreg200": dict(PIPE=1, UNROLL=2, maxnreg=200),
-    "scan pipe1 unroll2 no-prefetch": dict(PIPE=1, UNROLL=2, PREFETCH=False, maxnreg=None),
-    "scan plain unroll2": dict(PIPE=0, UNROLL=2, maxnreg=None),
+    "scan pipe1 unroll2 maxnreg168 pf32": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=32),
+    "scan pipe1 unroll2 maxnreg168 pf128": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=128),
+    "scan pipe1 unroll2 maxnreg168 pf256": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=256),
 }
 XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG
     "conv+x_proj BT64 BC32 w4": dict(BT=64, BC=32, num_warps=4, num_stages=2),

@@ -797,12 +797,12 @@ def _next_pow2(n: int) -> int:
 
 
 # Launch settings (also read by benchmarks/bench_scan.py to compare variants).
-# Forward scan (v4, channels-first tiles), H100, Ti mixer, batch 128, 16 frames: PIPE 1 + PREFETCH with a 168-register
-# cap 3.56 ms (the cap lets the compiler issue the next token's loads before this token's arithmetic, and 12 one-warp
-# programs per SM make batch 128 two full waves); without the cap (128 registers) 4.02-4.19, two tokens per iteration
-# 3.83, plain loop 5.96-5.98. The old (groups, 4, channels) tiles, whose broadcast loads Triton 3.6 spread over 4
-# lanes: 4.55-4.65 ms. See benchmarks/NOTES_triton.md.
-SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 64, "UNROLL": 1, "PIPE": 1, "maxnreg": 168}
+# Forward scan (v4, channels-first tiles), H100, Ti mixer, batch 128, 16 frames: two tokens per iteration (ping-pong
+# register sets) with a 168-register cap 3.18 ms; one token per iteration 3.56-3.59 (cap 168 or 160), 4.02-4.19
+# without the cap (128 registers: the compiler then issues the next token's loads late, and batch 128 is 1.45 waves);
+# plain loop 5.96-6.02; caps of 175-200 registers 4.15-4.28 (three waves). The old (groups, 4, channels) tiles, whose
+# broadcast loads Triton 3.6 spread over 4 lanes: 4.55-4.65 ms. See benchmarks/NOTES_triton.md.
+SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 64, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
 SCAN_BWD_CONFIG = {"BD": 32, "num_warps": 1, "T": 8}
 # conv + x_proj: 64 channels per step measured fastest (H100, same shapes: 0.84 ms; BC 32: 0.87-0.89; BC 16 (v2): 1.13)
 XPROJ_CONFIG = {"BT": 64, "BC": 64, "num_warps": 4, "num_stages": 2}
