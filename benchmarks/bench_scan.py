@@ -52,13 +52,14 @@ SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-fir
     "scan pipe1 unroll2 maxnreg168 pf128": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=128),
     "scan pipe1 unroll2 maxnreg168 pf256": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=256),
 }
-XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG
-    "conv+x_proj BT64 BC32 w4": dict(BT=64, BC=32, num_warps=4, num_stages=2),
-    "conv+x_proj BT32 BC32 w2": dict(BT=32, BC=32, num_warps=2, num_stages=2),
-    "conv+x_proj BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2),
-    "conv+x_proj BT64 BC32 w8": dict(BT=64, BC=32, num_warps=8, num_stages=2),
-    "conv+x_proj BT64 BC64 w4 s1": dict(BT=64, BC=64, num_warps=4, num_stages=1),
-    "conv+x_proj BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2),
+XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG (SPLIT: one direction per program)
+    "conv+x_proj BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=False),
+    "conv+x_proj BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2, SPLIT=False),
+    "conv+x_proj split BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=True),
+    "conv+x_proj split BT64 BC32 w4": dict(BT=64, BC=32, num_warps=4, num_stages=2, SPLIT=True),
+    "conv+x_proj split BT64 BC32 w4 s3": dict(BT=64, BC=32, num_warps=4, num_stages=3, SPLIT=True),
+    "conv+x_proj split BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2, SPLIT=True),
+    "conv+x_proj split BT128 BC64 w8": dict(BT=128, BC=64, num_warps=8, num_stages=2, SPLIT=True),
 }
 BWD_VARIANTS = {  # changes to SCAN_BWD_CONFIG
     "bwd T8": dict(T=8, PIPE1=False),

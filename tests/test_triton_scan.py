@@ -156,6 +156,12 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
                 results[f"var_{name}_grad{i}"] = _rel(g, want)
         bt.SCAN_FWD_CONFIG.clear(); bt.SCAN_FWD_CONFIG.update(fwd0)
         bt.SCAN_BWD_CONFIG.clear(); bt.SCAN_BWD_CONFIG.update(bwd0)
+    # conv + x_proj with one direction per program (a launch variant) against both directions per program
+    tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
+    both = bt._xproj_forward(xz, tabs)
+    bt.XPROJ_CONFIG["SPLIT"] = True
+    results["xproj_split"] = _rel(bt._xproj_forward(xz, tabs), both)
+    bt.XPROJ_CONFIG["SPLIT"] = False
     print(json.dumps(results))
     """
 )

@@ -194,6 +194,49 @@ def _conv_xproj_kernel(
 
 
 @triton.jit
+def _conv_xproj_dir_kernel(
+    xz_ptr, convw_ptr, convb_ptr, wx_ptr, xdbl_ptr,
+    L, D,
+    s_xz_b, s_xz_l, s_xd_b, s_xd_l,
+    PS: tl.constexpr, PSP: tl.constexpr, K: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, IEEE: tl.constexpr, FAST: tl.constexpr = False, TANH: tl.constexpr = False,
+):
+    """`_conv_xproj_kernel` with one direction per program (grid (cdiv(L, BT), B, 2)): half the accumulators and
+    conv tiles per program, K shifted loads instead of 2 K - 1 for both directions together.
+    Direction 1's conv looks ahead: pre[t] = bias + sum_j w_b[K-1-j] x[t+j]."""
+    pid_t = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    dr = tl.program_id(2)
+    step = 1 - 2 * dr
+    offs_t = pid_t * BT + tl.arange(0, BT)
+    offs_p = tl.arange(0, PSP)
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    acc = tl.zeros([BT, PSP], dtype=tl.float32)
+    for c0 in range(0, D, BC):
+        offs_c = c0 + tl.arange(0, BC)
+        mask_c = offs_c < D
+        pre = tl.zeros([BT, BC], dtype=tl.float32) + tl.load(convb_ptr + dr * D + offs_c, mask=mask_c, other=0.0)[None, :]
+        for j in tl.static_range(K):
+            w = tl.load(convw_ptr + (dr * K + K - 1 - j) * D + offs_c, mask=mask_c, other=0.0)
+            tj = offs_t - j * step
+            xj = tl.load(
+                x_base + tj[:, None] * s_xz_l + offs_c[None, :],
+                mask=((tj >= 0) & (tj < L))[:, None] & mask_c[None, :], other=0.0,
+            ).to(tl.float32)
+            pre += w[None, :] * xj
+        xc = pre * _sigmoid(pre, FAST, TANH)
+        wd = tl.load(wx_ptr + dr * PSP * D + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
+        if IEEE:
+            acc = tl.dot(xc, wd, acc, input_precision="ieee")
+        else:
+            op_dtype = xz_ptr.dtype.element_ty
+            acc = tl.dot(xc.to(op_dtype), wd.to(op_dtype), acc)
+    out_mask = (offs_t < L)[:, None] & (offs_p < PS)[None, :]
+    out = xdbl_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[:, None] * s_xd_l + dr * PS + offs_p[None, :]
+    tl.store(out, acc, mask=out_mask)
+
+
+@triton.jit
 def _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
                 FAST: tl.constexpr, TANH: tl.constexpr):
     """One token of one direction: conv over (xt, xp1, xp2, xp3) (this, then earlier tokens in scan order), SiLU,
@@ -897,7 +940,10 @@ def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
     cfg = XPROJ_CONFIG
     fast, tanh = _fast_flags(xz.dtype)
     bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
-    _conv_xproj_kernel[(_cdiv(length, cfg["BT"]), batch)](
+    kernel, grid = _conv_xproj_kernel, (_cdiv(length, cfg["BT"]), batch)
+    if cfg.get("SPLIT", False):
+        kernel, grid = _conv_xproj_dir_kernel, (_cdiv(length, cfg["BT"]), batch, 2)
+    kernel[grid](
         xz, tabs.convw, tabs.convb, wx, xdbl,
         length, tabs.d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1),
         PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, IEEE=xz.dtype == torch.float32,
