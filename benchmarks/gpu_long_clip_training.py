@@ -79,7 +79,7 @@ def run_case(size, frames, args):
 
     result = {"size": size, "frames": frames, "tokens": tokens, "batch_size": args.batch_size,
               "checkpointing": not args.no_checkpointing,
-              "backend": model.videomamba.layers[0].mixer.resolve_backend(torch.empty(1, device=device))}
+              "backend": model.videomamba.layers[0].mixer.resolve_backend(torch.empty(1, device=device, requires_grad=True))}
     try:
         step()  # warm-up; also creates the optimizer state
         if cuda:

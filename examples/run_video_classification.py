@@ -472,7 +472,8 @@ def main(argv=None):
     if args.layer_decay is None:
         args.layer_decay = 0.75 if from_checkpoint else 1.0
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers >= 5.2x names it activation_checkpointing_enable (gradient_checkpointing_enable is deprecated)
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     num_params = sum(p.numel() for p in model.parameters())
     logger.info(f"Model: VideoMamba {model.config.num_hidden_layers} x {model.config.hidden_size} "
                 f"({num_params / 1e6:.2f}M parameters), {origin}.")
