@@ -142,8 +142,22 @@ def environment():
     return info
 
 
+def apply_triton_configs(path):
+    """Use the Triton launch settings that `benchmarks/bench_scan.py` picked on this GPU (its JSON output)."""
+    from videomamba import bimamba_triton as bt
+
+    with open(path) as f:
+        picked = json.load(f)["configs_picked"]
+    for name in ("SCAN_FWD_CONFIG", "XPROJ_CONFIG", "SCAN_BWD_CONFIG"):
+        getattr(bt, name).update(picked[name])
+    print("Triton launch settings from", path, {k: v for k, v in picked.items() if k != "names"})
+    return picked
+
+
 def run(args):
     results = {"environment": environment(), "inference": [], "training": []}
+    if args.triton_configs:
+        results["environment"]["triton_configs"] = apply_triton_configs(args.triton_configs)
     budget_end = time.perf_counter() + args.max_minutes * 60
     for entry in entries(args.sizes, args.backends, args.peers):
         for frames in args.frames:
@@ -259,6 +273,7 @@ def main():
     parser.add_argument("--results-md", default="benchmarks/RESULTS.md")
     parser.add_argument("--plot", default="benchmarks/speed_memory.png")
     parser.add_argument("--notes", help="markdown appended to RESULTS.md (analysis)")
+    parser.add_argument("--triton-configs", help="JSON written by benchmarks/bench_scan.py: use the settings it picked")
     args = parser.parse_args()
     report(args) if args.report else run(args)
 

@@ -11,6 +11,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 python3 -c "import torch, transformers, triton, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__, 'accelerate', accelerate.__version__)" | tee -a "$RES/gpu.txt"
 pack() { tar -czf "$OUT/results.tar.gz" -C "$RES" . 2>/dev/null; }
 trap pack EXIT
+picked() { [ -f "$RES/bench_scan.json" ] && echo --triton-configs "$RES/bench_scan.json"; }  # settings the scan step picked
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case "$step" in
@@ -56,10 +57,10 @@ for step in "$@"; do
     bench-quick)
       timeout ${QUICK_TIMEOUT:-330} python3 benchmarks/benchmark.py --sizes tiny --frames 8 16 32 64 128 \
         --backends triton mamba_ssm torch --peers videomae timesformer --train-frames 16 64 --max-minutes 4.6 --time-per-case 2 \
-        --out "$RES/bench_tiny.json" 2>&1 | tail -3 ;;
+        $(picked) --out "$RES/bench_tiny.json" 2>&1 | tail -3 ;;
     bench-sizes)
       timeout ${SIZES_TIMEOUT:-240} python3 benchmarks/benchmark.py --sizes small middle --frames 16 64 --backends triton mamba_ssm \
-        --peers videomae --train-frames --max-minutes 3 --time-per-case 3 --out "$RES/bench_sizes.json" 2>&1 | tail -3 ;;
+        --peers videomae --train-frames --max-minutes 3 --time-per-case 3 $(picked) --out "$RES/bench_sizes.json" 2>&1 | tail -3 ;;
     scan)
       timeout ${SCAN_TIMEOUT:-240} python3 benchmarks/bench_scan.py --out "$RES" ${SCAN_ARGS:-} 2>&1 | tee "$RES/bench_scan.log" | tail -40 ;;
   esac
