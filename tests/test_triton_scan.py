@@ -159,9 +159,13 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     # conv + x_proj with one direction per program (a launch variant) against both directions per program
     tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
     both = bt._xproj_forward(xz, tabs)
-    bt.XPROJ_CONFIG["SPLIT"] = True
+    split0 = bt.XPROJ_CONFIG.get("SPLIT", False)
+    bt.XPROJ_CONFIG["SPLIT"] = not split0
     results["xproj_split"] = _rel(bt._xproj_forward(xz, tabs), both)
-    bt.XPROJ_CONFIG["SPLIT"] = False
+    bt.XPROJ_CONFIG["SPLIT"] = split0
+    # the directions summed in one buffer (two launches, the second adding) against the per-direction buffer
+    xdbl = bt._xproj_forward(xz, tabs)
+    results["scan_summed"] = _rel(bt._scan_forward(xz, xdbl, tabs, summed=True), bt._scan_forward(xz, xdbl, tabs).sum(2))
     print(json.dumps(results))
     """
 )

@@ -13,14 +13,16 @@ parameters `conv1d_b`, `x_proj_b`, `dt_proj_b`, `A_b_log`, `D_b`; both share `x`
 
 Kernels (token-major `(batch, length, channels)` throughout: no transposes, no flipped copies):
 
-* `_conv_xproj_kernel`: both directions' conv + SiLU straight from the `in_proj` output, and both `x_proj` products
-  on the tensor cores, writing only `x_dbl` `(batch, length, 2, R + 2N)` in float32. `xc` is never written.
-* `_scan_fwd_kernel`: one program per (channel block, direction, sample) walks the sequence in its direction, one
-  token a step, state `(N, channels)` in registers, the next token's loads issued during the current one and rows
-  further ahead prefetched into L2. It reads `x`, `z` and its `x_dbl` row, recomputes the conv,
-  computes `dt_proj` and softplus in registers, and writes the gated output of its direction into
-  `out2 (batch, length, 2, d_inner)`. `out_proj(out_f + out_b)` is one GEMM of `out2` with `[W, W]` (K = 2 d_inner),
-  so the two directions never wait on each other and no partial sums travel through memory.
+* `_conv_xproj_kernel` / `_conv_xproj_dir_kernel` (both directions per program, or one): conv + SiLU straight from
+  the `in_proj` output, and the `x_proj` products on the tensor cores, writing only `x_dbl` `(batch, length, 2,
+  R + 2N)` in float32. `xc` is never written.
+* `_scan_fwd_kernel`: one program per (channel block, direction, sample) walks the sequence in its direction, two
+  tokens per loop iteration, each lane owning one channel's `N` states in registers, the next token's loads issued
+  during the current one and rows further ahead prefetched into L2. It reads `x`, `z` and its `x_dbl` row,
+  recomputes the conv, computes `dt_proj` and softplus in registers, and writes the gated output. The mixer sums the
+  directions in one `(batch, length, d_inner)` buffer (direction 0's launch writes it, direction 1's adds to it), so
+  `out_proj` is one GEMM with K = d_inner; `bimamba_scan_fn` returns the directions separately,
+  `out2 (batch, length, 2, d_inner)`.
 * Backward: `_scan_bwd_kernel` (per direction: a forward sweep that stores the state every `T` tokens, then chunks of
   `T` tokens from the end, each recomputing its states with an in-register scan and running the adjoint scan),
   `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv backward
@@ -252,13 +254,19 @@ def _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0
 
 
 @triton.jit
-def _load_token(x_base, xd_base, t, s_xz_l, s_xd_l4, D, mask_d, off_r3, off_b3, off_c3):
-    """Inputs of token t: x and z (BD,) in float32, and the dt, B and C parts of its x_dbl row as broadcast tiles."""
+def _load_token(x_base, xd_base, o_base, t, s_xz_l, s_xd_l4, s_o_l, D, mask_d, off_r3, off_b3, off_c3,
+                ADD: tl.constexpr):
+    """Inputs of token t: x and z (BD,) in float32, the dt, B and C parts of its x_dbl row as broadcast tiles, and
+    with ADD the output already there (the other direction's, to add to), else zeros."""
     row = x_base + t * s_xz_l
     xrow = xd_base + (t * s_xd_l4) * 4
     xt = tl.load(row, mask=mask_d, other=0.0).to(tl.float32)
     zt = tl.load(row + D, mask=mask_d, other=0.0).to(tl.float32)
-    return xt, zt, tl.load(xrow + off_r3), tl.load(xrow + off_b3), tl.load(xrow + off_c3)
+    if ADD:
+        prev = tl.load(o_base + t * s_o_l, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        prev = tl.zeros_like(xt)
+    return xt, zt, tl.load(xrow + off_r3), tl.load(xrow + off_b3), tl.load(xrow + off_c3), prev
 
 
 @triton.jit
@@ -276,15 +284,17 @@ def _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS: tl.cons
 @triton.jit
 def _scan_fwd_kernel(
     xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr,
-    L, D,
-    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l,
+    L, D, dir0,
+    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l, s_o_dir,
     K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, PS: tl.constexpr, BD: tl.constexpr,
     FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr, PF_DIST: tl.constexpr,
-    PIPE: tl.constexpr, UNROLL: tl.constexpr,
+    PIPE: tl.constexpr, UNROLL: tl.constexpr, ADD: tl.constexpr,
 ):
-    """One direction of the selective scan for BD channels of one sample, gated, into out2[b, :, dir, :].
+    """One direction of the selective scan for BD channels of one sample, gated, into out[b, :, (dir,) :].
 
-    Program (channel block, direction, sample); direction 1 walks t = L-1 .. 0 and its conv looks ahead.
+    Program (channel block, direction - dir0, sample); direction 1 walks t = L-1 .. 0 and its conv looks ahead. The
+    output is out2 (B, L, 2, D) (s_o_dir = D), or the sum of the directions (B, L, D) (s_o_dir = 0) written by two
+    launches: direction 0, then direction 1 with ADD (each token's output adds the value found there).
     Per-channel tables, fp32: convw (2, K, D), convb / dtb / dsk (2, D), dtw (2, D, 4 RG) = dt_proj.weight zero-padded,
     a2 (2, D, 4 NG) = A * log2(e) zero-padded. Tiles are channels-first, (BD, 4, groups): the vectorised axis of 4
     comes first in the compiler's order and the channel axis next, so that each lane owns one channel with all its
@@ -298,7 +308,7 @@ def _scan_fwd_kernel(
     register sets, so no register copies rotate the pipeline. PREFETCH pulls rows PF_DIST tokens ahead into L2.
     """
     pid_d = tl.program_id(0)
-    dr = tl.program_id(1)
+    dr = tl.program_id(1) + dir0
     pid_b = tl.program_id(2)
     offs_d = pid_d * BD + tl.arange(0, BD)
     mask_d = offs_d < D
@@ -329,7 +339,7 @@ def _scan_fwd_kernel(
 
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b + offs_d
     xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
-    o_base = out_ptr + pid_b.to(tl.int64) * s_o_b + dr * D + offs_d
+    o_base = out_ptr + pid_b.to(tl.int64) * s_o_b + dr * s_o_dir + offs_d
     out_ty = out_ptr.dtype.element_ty
     zero3 = d3 * 0
     off_r3 = r3 + zero3
@@ -347,58 +357,60 @@ def _scan_fwd_kernel(
             if PREFETCH:
                 if (i * UNROLL) % 32 == 0:
                     _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS, PF_DIST)
-            xt, zt, dtl, bv, cv = _load_token(x_base, xd_base, t, s_xz_l, s_xd_l4, D, mask_d, off_r3, off_b3, off_c3)
+            xt, zt, dtl, bv, cv, pv = _load_token(x_base, xd_base, o_base, t, s_xz_l, s_xd_l4, s_o_l, D, mask_d,
+                                                  off_r3, off_b3, off_c3, ADD)
             if UNROLL == 2:
-                xt2, zt2, dtl2, bv2, cv2 = _load_token(x_base, xd_base, t + step, s_xz_l, s_xd_l4, D, mask_d,
-                                                       off_r3, off_b3, off_c3)
+                xt2, zt2, dtl2, bv2, cv2, pv2 = _load_token(x_base, xd_base, o_base, t + step, s_xz_l, s_xd_l4, s_o_l,
+                                                            D, mask_d, off_r3, off_b3, off_c3, ADD)
             h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
                                  FAST, TANH)
-            tl.store(o_base + t * s_o_l, out.to(out_ty), mask=mask_d)
+            tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
             xp3 = xp2
             xp2 = xp1
             xp1 = xt
             if UNROLL == 2:
                 h, out = _scan_token(h, xt2, xp1, xp2, xp3, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2,
                                      w3, FAST, TANH)
-                tl.store(o_base + (t + step) * s_o_l, out.to(out_ty), mask=mask_d)
+                tl.store(o_base + (t + step) * s_o_l, (out + pv2).to(out_ty), mask=mask_d)
                 xp3 = xp2
                 xp2 = xp1
                 xp1 = xt2
             t += UNROLL * step
     else:
-        xt, zt, dtl, bv, cv = _load_token(x_base, xd_base, t, s_xz_l, s_xd_l4, D, mask_d, off_r3, off_b3, off_c3)
+        xt, zt, dtl, bv, cv, pv = _load_token(x_base, xd_base, o_base, t, s_xz_l, s_xd_l4, s_o_l, D, mask_d,
+                                              off_r3, off_b3, off_c3, ADD)
         for i in range(0, L // UNROLL):
             if PREFETCH:
                 if (i * UNROLL) % 32 == 0:
                     _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS, PF_DIST)
             if UNROLL == 1:
                 tn = t + step * (i + 1 < L).to(tl.int32)  # the last iteration reloads its own token
-                nx, nz, ndtl, nbv, ncv = _load_token(x_base, xd_base, tn, s_xz_l, s_xd_l4, D, mask_d,
-                                                     off_r3, off_b3, off_c3)
+                nx, nz, ndtl, nbv, ncv, npv = _load_token(x_base, xd_base, o_base, tn, s_xz_l, s_xd_l4, s_o_l, D,
+                                                          mask_d, off_r3, off_b3, off_c3, ADD)
                 h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
                                      FAST, TANH)
-                tl.store(o_base + t * s_o_l, out.to(out_ty), mask=mask_d)
+                tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
                 xp3 = xp2
                 xp2 = xp1
                 xp1 = xt
-                xt, zt, dtl, bv, cv = nx, nz, ndtl, nbv, ncv
+                xt, zt, dtl, bv, cv, pv = nx, nz, ndtl, nbv, ncv, npv
                 t += step
             else:
                 # ping-pong: set 2 (token t + step) loads during token t, set 1 (token t + 2 step) during t + step
-                xt2, zt2, dtl2, bv2, cv2 = _load_token(x_base, xd_base, t + step, s_xz_l, s_xd_l4, D, mask_d,
-                                                       off_r3, off_b3, off_c3)
+                xt2, zt2, dtl2, bv2, cv2, pv2 = _load_token(x_base, xd_base, o_base, t + step, s_xz_l, s_xd_l4, s_o_l,
+                                                            D, mask_d, off_r3, off_b3, off_c3, ADD)
                 h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
                                      FAST, TANH)
-                tl.store(o_base + t * s_o_l, out.to(out_ty), mask=mask_d)
+                tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
                 xp3 = xp2
                 xp2 = xp1
                 xp1 = xt
                 tn = t + step * (1 + (2 * i + 2 < L).to(tl.int32))  # past the end: reload a valid token
-                xt, zt, dtl, bv, cv = _load_token(x_base, xd_base, tn, s_xz_l, s_xd_l4, D, mask_d,
-                                                  off_r3, off_b3, off_c3)
+                xt, zt, dtl, bv, cv, pv = _load_token(x_base, xd_base, o_base, tn, s_xz_l, s_xd_l4, s_o_l, D, mask_d,
+                                                      off_r3, off_b3, off_c3, ADD)
                 h, out = _scan_token(h, xt2, xp1, xp2, xp3, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2,
                                      w3, FAST, TANH)
-                tl.store(o_base + (t + step) * s_o_l, out.to(out_ty), mask=mask_d)
+                tl.store(o_base + (t + step) * s_o_l, (out + pv2).to(out_ty), mask=mask_d)
                 xp3 = xp2
                 xp2 = xp1
                 xp1 = xt2
@@ -406,11 +418,11 @@ def _scan_fwd_kernel(
     if UNROLL == 2:
         if L % 2 == 1:  # the last token (PIPE 1: its inputs are already loaded)
             if PIPE == 0:
-                xt, zt, dtl, bv, cv = _load_token(x_base, xd_base, t, s_xz_l, s_xd_l4, D, mask_d,
-                                                  off_r3, off_b3, off_c3)
+                xt, zt, dtl, bv, cv, pv = _load_token(x_base, xd_base, o_base, t, s_xz_l, s_xd_l4, s_o_l, D, mask_d,
+                                                      off_r3, off_b3, off_c3, ADD)
             h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
                                  FAST, TANH)
-            tl.store(o_base + t * s_o_l, out.to(out_ty), mask=mask_d)
+            tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -841,14 +853,19 @@ def _next_pow2(n: int) -> int:
 
 # Launch settings (also read by benchmarks/bench_scan.py to compare variants).
 # Forward scan (v4, channels-first tiles), H100, Ti mixer, batch 128, 16 frames: two tokens per iteration (ping-pong
-# register sets) with a 168-register cap 3.18 ms; one token per iteration 3.56-3.59 (cap 168 or 160), 4.02-4.19
-# without the cap (128 registers: the compiler then issues the next token's loads late, and batch 128 is 1.45 waves);
-# plain loop 5.96-6.02; caps of 175-200 registers 4.15-4.28 (three waves). The old (groups, 4, channels) tiles, whose
+# register sets) with a 168-register cap and L2 prefetch 32 tokens ahead 2.96 ms (64 ahead: 3.18, 128: 3.26); one
+# token per iteration 3.56-3.59 (cap 168 or 160), 4.02-4.19 without the cap (128 registers: the compiler then issues
+# the next token's loads late, and batch 128 is 1.45 waves); plain loop 5.96-6.02; caps of 175-200 registers 4.15-4.28
+# (three waves). The old (groups, 4, channels) tiles, whose
 # broadcast loads Triton 3.6 spread over 4 lanes: 4.55-4.65 ms. See benchmarks/NOTES_triton.md.
-SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 64, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
+SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
+# The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
+# K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch).
+SUM_DIRECTIONS = True
 SCAN_BWD_CONFIG = {"BD": 32, "num_warps": 1, "T": 8}
-# conv + x_proj: 64 channels per step measured fastest (H100, same shapes: 0.84 ms; BC 32: 0.87-0.89; BC 16 (v2): 1.13)
-XPROJ_CONFIG = {"BT": 64, "BC": 64, "num_warps": 4, "num_stages": 2}
+# conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
+# per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
+XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True}
 XPROJ_BWD_CONFIG = {"BT": 64, "BC": 16, "num_warps": 8, "num_stages": 2}
 CONV_BWD_CONFIG = {"BT": 32, "BC": 32, "num_warps": 8, "num_stages": 1}
 
@@ -952,23 +969,27 @@ def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
     return xdbl
 
 
-def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables) -> torch.Tensor:
-    """-> out2 (B, L, 2, D) in xz's dtype: each direction's gated output."""
+def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: bool = False) -> torch.Tensor:
+    """-> out2 (B, L, 2, D) in xz's dtype: each direction's gated output; with `summed`, out_f + out_b (B, L, D)
+    (half the memory: direction 0 writes it, then direction 1 adds to it, in a second launch)."""
     batch, length, _ = xz.shape
     d_inner = tabs.d_inner
-    out2 = torch.empty(batch, length, 2, d_inner, device=xz.device, dtype=xz.dtype)
+    shape = (batch, length, d_inner) if summed else (batch, length, 2, d_inner)
+    out = torch.empty(shape, device=xz.device, dtype=xz.dtype)
     cfg = SCAN_FWD_CONFIG
     fast, tanh = _fast_flags(xz.dtype)
     maxnreg = cfg.get("maxnreg")
-    _scan_fwd_kernel[(_cdiv(d_inner, cfg["BD"]), 2, batch)](
-        xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out2,
-        length, d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
-        out2.stride(0), out2.stride(1),
-        K=tabs.k, RG=tabs.rg, NG=tabs.ng, PS=tabs.ps, BD=cfg["BD"], FAST=fast, TANH=tanh,
-        PREFETCH=cfg["PREFETCH"] and not _interpreting(), PF_DIST=cfg["PF_DIST"], PIPE=cfg["PIPE"],
-        UNROLL=cfg["UNROLL"], num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
-    )
-    return out2
+    launches = [(0, 1, False), (1, 1, True)] if summed else [(0, 2, False)]  # (first direction, directions, ADD)
+    for dir0, num_dirs, add in launches:
+        _scan_fwd_kernel[(_cdiv(d_inner, cfg["BD"]), num_dirs, batch)](
+            xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out,
+            length, d_inner, dir0, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+            out.stride(0), out.stride(1), 0 if summed else out.stride(2),
+            K=tabs.k, RG=tabs.rg, NG=tabs.ng, PS=tabs.ps, BD=cfg["BD"], FAST=fast, TANH=tanh,
+            PREFETCH=cfg["PREFETCH"] and not _interpreting(), PF_DIST=cfg["PF_DIST"], PIPE=cfg["PIPE"],
+            UNROLL=cfg["UNROLL"], ADD=add, num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
+        )
+    return out
 
 
 def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum: bool):
@@ -1106,10 +1127,16 @@ class BiMambaInnerFunction(torch.autograd.Function):
         _check_input(xz)
         tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
         xdbl = _xproj_forward(xz, tabs)
-        out2 = _scan_forward(xz, xdbl, tabs)
-        del xdbl
-        # out_proj(out_f + out_b) as one product over the concatenated directions: K = 2 * d_inner.
-        out = F.linear(out2.view(batch, length, 2 * tabs.d_inner), torch.cat([out_weight, out_weight], dim=1), out_bias)
+        if SUM_DIRECTIONS:
+            y = _scan_forward(xz, xdbl, tabs, summed=True)  # out_f + out_b (B, L, D)
+            del xdbl, xz
+            out = F.linear(y, out_weight, out_bias)
+        else:
+            out2 = _scan_forward(xz, xdbl, tabs)
+            del xdbl, xz
+            # out_proj(out_f + out_b) as one product over the concatenated directions: K = 2 * d_inner.
+            out = F.linear(out2.view(batch, length, 2 * tabs.d_inner), torch.cat([out_weight, out_weight], dim=1),
+                           out_bias)
         ctx.save_for_backward(hidden_states, in_weight, in_bias, out_weight, out_bias, conv_weight, conv_bias,
                               x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
         return out
