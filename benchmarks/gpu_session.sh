@@ -56,11 +56,11 @@ for step in "$@"; do
       cp /tmp/finetune/benchmark.json "$RES/finetune_benchmark.json" 2>/dev/null ;;
     bench-quick)
       timeout ${QUICK_TIMEOUT:-330} python3 benchmarks/benchmark.py --sizes tiny --frames 8 16 32 64 128 \
-        --backends triton mamba_ssm torch --peers videomae timesformer --train-frames 16 64 --max-minutes 4.6 --time-per-case 2 \
+        --backends triton mamba_ssm torch --peers videomae timesformer --train-frames 16 64 --max-minutes ${QUICK_MINUTES:-4.6} --time-per-case 2 \
         $(picked) --out "$RES/bench_tiny.json" 2>&1 | tail -3 ;;
     bench-sizes)
       timeout ${SIZES_TIMEOUT:-240} python3 benchmarks/benchmark.py --sizes small middle --frames 16 64 --backends triton mamba_ssm \
-        --peers videomae --train-frames --max-minutes 3 --time-per-case 3 $(picked) --out "$RES/bench_sizes.json" 2>&1 | tail -3 ;;
+        --peers videomae --train-frames --max-minutes ${SIZES_MINUTES:-3} --time-per-case 2 $(picked) --out "$RES/bench_sizes.json" 2>&1 | tail -3 ;;
     scan)
       timeout ${SCAN_TIMEOUT:-240} python3 benchmarks/bench_scan.py --out "$RES" ${SCAN_ARGS:-} 2>&1 | tee "$RES/bench_scan.log" | tail -40 ;;
   esac
