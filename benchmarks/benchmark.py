@@ -16,6 +16,7 @@ import argparse
 import datetime
 import gc
 import json
+import os
 import platform
 import time
 
@@ -171,6 +172,7 @@ def run(args):
             record = {**entry, "frames": frames, **result}
             results["inference"].append(record)
             print(json.dumps(record), flush=True)
+            save(results, args.out)
         for frames in args.train_frames if entry["size"] == "tiny" else []:
             if time.perf_counter() > budget_end or (entry.get("backend") == "torch" and frames > 16):
                 continue
@@ -178,8 +180,15 @@ def run(args):
             record = {**entry, "frames": frames, **measure(entry, frames, batch, True, args.iters, args.time_per_case)}
             results["training"].append(record)
             print(json.dumps(record), flush=True)
-    with open(args.out, "w") as handle:
+            save(results, args.out)
+    save(results, args.out)
+
+
+def save(results, path):
+    """Write the results so far (a run cut short by a time limit keeps what it measured)."""
+    with open(path + ".tmp", "w") as handle:
         json.dump(results, handle, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 # --- report --------------------------------------------------------------------------------------------------------
