@@ -33,6 +33,12 @@ bf16, fp16 or fp32. With fp32 inputs all arithmetic is IEEE fp32 (matrix product
 SiLU gates use the hardware `tanh.approx` (error ~2^-11, under the input's own rounding) and the x_proj product takes
 `xc` rounded to the input dtype (as the stock path does), accumulating in float32; the scan itself uses the float32
 `xc`.
+
+Backward numerics: x_dbl recomputed with float32 products for every input dtype; in float32 mode the sigmoids and
+softplus through a range-reduced exp (`_exp_precise`; `exp2(x log2 e)` errs by |x| ulp); exp(delta A) h_{j-1} carried
+by the state scan itself (never h_j - delta B x); the dt_proj output summed before its bias; the gradients that sum
+over tokens in float32 over blocks (A, D: 128 tokens; dt_proj: 256; conv, x_proj: a sample or a token split), the
+blocks added in float64.
 """
 
 import math
@@ -429,9 +435,75 @@ def _scan_fwd_kernel(
 # backward kernels
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _lin_combine(a1, b1, a2, b2):
-    """(a1, b1) earlier, (a2, b2) later: h = a2 * (a1 * h0 + b1) + b2."""
-    return a1 * a2, a2 * b1 + b2
+def _exp_precise(x):
+    """exp(x) in float32 to about an ulp (x clamped to [-87, 88]): x = k ln2 + r (Cody-Waite, ln2 in two parts, the
+    first with 9 significant bits so that k * it is exact), |r| <= ln2 / 2, then 2^r * 2^k with 2^k made from exponent
+    bits. exp2(x log2(e)) as one product (what `tl.exp` is on the GPU, and `_exp2` of a scaled argument) has a
+    relative error of |x| ulp from rounding the product alone: 7 ulp in the sigmoid and softplus of a dt_proj output
+    near -7 (step size ~1e-3), and the dt_proj gradients are sums of those sigmoids."""
+    xc = tl.minimum(tl.maximum(x, -87.0), 88.0)
+    k = tl.floor(xc * 1.4426950408889634 + 0.5)
+    r = (xc - k * 0.693359375) - k * -2.1219444005469058e-4
+    scale = ((k.to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)
+    return tl.exp2(r * 1.4426950408889634) * scale
+
+
+@triton.jit
+def _sigmoid_precise(x, FAST: tl.constexpr):
+    """sigmoid(x) to about an ulp (`_exp_precise` and a correctly rounded division); FAST: `_sigmoid`."""
+    if FAST:
+        return _sigmoid(x, True, False)
+    else:
+        e = _exp_precise(-tl.abs(x))
+        return tl.math.div_rn(tl.where(x >= 0, 1.0, e), 1.0 + e)
+
+
+@triton.jit
+def _dt_split(dot, bias, FAST: tl.constexpr):
+    """dt_proj's output dot + bias as hi + lo, lo the rounding error of the sum (TwoSum; 0 with FAST). With step sizes
+    ~1e-3 the sum is ~-7, and its rounding (half an ulp of 7, 2.4e-7) alone would be the relative error of the
+    softplus and the sigmoid there (both ~exp(x)), i.e. of every step size and dt gradient."""
+    hi = dot + bias
+    if FAST:
+        return hi, tl.zeros_like(hi)
+    else:
+        bb = hi - dot
+        return hi, (dot - (hi - bb)) + (bias - bb)
+
+
+@triton.jit
+def _softplus_sigmoid(hi, lo, FAST: tl.constexpr):
+    """(softplus(x), sigmoid(x)) of x = hi + lo (`_dt_split`), each to about an ulp (`_exp_precise`, correctly
+    rounded divisions, first order in lo); FAST: `_softplus` and `_sigmoid` of hi (half-precision inputs, where the
+    hardware approximations are far below the input's rounding)."""
+    if FAST:
+        return _softplus(hi, True), _sigmoid(hi, True, False)
+    else:
+        u = _exp_precise(-tl.abs(hi))
+        sig = tl.math.div_rn(tl.where(hi >= 0, 1.0, u), 1.0 + u)
+        # log1p(u) = 2 atanh(s), s = u / (2 + u) <= 1/3
+        s = tl.math.div_rn(u, 2.0 + u)
+        s2 = s * s
+        p = 1.0 / 15.0
+        p = p * s2 + 1.0 / 13.0
+        p = p * s2 + 1.0 / 11.0
+        p = p * s2 + 1.0 / 9.0
+        p = p * s2 + 1.0 / 7.0
+        p = p * s2 + 1.0 / 5.0
+        p = p * s2 + 1.0 / 3.0
+        p = p * s2 + 1.0
+        return tl.maximum(hi, 0.0) + 2.0 * s * p + sig * lo, sig + sig * (1.0 - sig) * lo
+
+
+@triton.jit
+def _lin_combine_prev(a1, b1, e1, a2, b2, e2):
+    """(a1, b1, e1) earlier, (a2, b2, e2) later segment: h = a2 (a1 h0 + b1) + b2, and e = a_j h_{j-1} of the
+    segment's last token j (the decayed previous state): the later segment's e2 (from a zero start) plus the earlier
+    segment's state b1 decayed through the whole later segment (a2). Exact products, no cancellation: recovering
+    a_j h_{j-1} as h_j - delta_j B_j x_j loses all its digits where exp(delta A) is small, and with FMA contraction
+    it is not even zero at h_{j-1} = 0."""
+    ab = a2 * b1
+    return a1 * a2, ab + b2, ab + e2
 
 
 @triton.jit
@@ -464,13 +536,13 @@ def _scan_order_probe_kernel(out_ptr):
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_bwd_kernel(
     xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr,
-    ckpt_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr,
+    ckpt_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr, aneg_ptr,
     L, D, NCH, NDB,
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_y_b, s_y_l, s_c,
     R: tl.constexpr, N: tl.constexpr, K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr,
     RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, FAST: tl.constexpr, REV_LATER_FIRST: tl.constexpr,
-    PIPE1: tl.constexpr = False,
+    PIPE1: tl.constexpr = False, DA_BLOCK: tl.constexpr = 16,
 ):
     """Backward of one direction of `_scan_fwd_kernel` for BD channels of one sample (grid: channel block,
     direction, sample).
@@ -485,7 +557,10 @@ def _scan_bwd_kernel(
     wrt the conv output, x_proj path excluded), ddp (B, L, 2, D) fp32 (gradient wrt dt_proj's output before the
     softplus: the dt_proj gradients are then two small matrix products on the host side), dxd (B, L, 2, NDB, PS)
     fp32 (this channel block's share of the gradient wrt the B and C columns of x_dbl; other columns unwritten) and
-    per-sample gradients dA (B, 2, 4 NG, D) (wrt A = -exp(A_log)) and dD (B, 2, D).
+    partial sums of the gradients dA (B, 2, NBLK, 4 NG, D) (wrt A = -exp(A_log)) and dD (B, 2, NBLK, D), one per group
+    of DA_BLOCK chunks (NBLK = cdiv(NCH, DA_BLOCK)), added in float64 on the host: a float32 sum runs over at most
+    DA_BLOCK * T tokens (one over the whole sequence would be what limits their accuracy on long ones).
+    aneg (2, D, 4 NG) holds A itself (a2 = A log2(e) is only for the exponentials).
     `s_c` is the channel stride (always 1, unspecialised so that the (T, BD) tiles keep T inside each lane).
     RP4 = 4 RG, NP4 = 4 NG, PS = RP4 + 2 NP4.
     """
@@ -562,8 +637,9 @@ def _scan_bwd_kernel(
             pre += w2 * xp2
         if K > 3:
             pre += w3 * xp3
-        xc = pre * _sigmoid(pre, FAST, False)
-        delta = _softplus(tl.sum(tl.sum(wdtt * dtl, axis=1), axis=0) + bdt, FAST)
+        xc = pre * _sigmoid_precise(pre, FAST)
+        dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=1), axis=0), bdt, FAST)
+        delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
         h = _exp2(a2t * delta[None, None, :], FAST) * h + bv * (delta * xc)[None, None, :]
         xp3 = xp2
         xp2 = xp1
@@ -580,6 +656,8 @@ def _scan_bwd_kernel(
     Gc = tl.zeros([NP4, BD], dtype=tl.float32)
     dA_acc = tl.zeros([NP4, BD], dtype=tl.float32)
     dD_acc = tl.zeros([BD], dtype=tl.float32)
+    nblk = (NCH + DA_BLOCK - 1) // DA_BLOCK
+    pb = (pid_b * 2 + dr).to(tl.int64) * nblk
     is_first = (offs_j == 0)[:, None]
     is_last = (offs_j == T - 1)[:, None]
     y_base = y_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
@@ -602,24 +680,31 @@ def _scan_bwd_kernel(
             pre += w2[None, :] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[:, None], other=0.0).to(tl.float32)
         if K > 3:
             pre += w3[None, :] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[:, None], other=0.0).to(tl.float32)
-        sg = _sigmoid(pre, FAST, False)
+        sg = _sigmoid_precise(pre, FAST)
         xc = pre * sg
         z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
         dout = tl.load(do_base + tok[:, None] * s_do_l + dc2, mask=valid2, other=0.0).to(tl.float32)
-        gy = dout * (z * _sigmoid(z, FAST, False))
+        gy = dout * (z * _sigmoid_precise(z, FAST))
         # delta at the chunk's rows and at the next scan position
         xdrow = xd_base + (tok * s_xd_l4)[:, None] * 4 + zero2
         valid_n = (pos + 1) < L
         tok_n = tl.where(valid_n, tok + step, 0)
         xdrow_n = xd_base + (tok_n * s_xd_l4)[:, None] * 4 + zero2
-        dtp = tl.zeros([T, BD], dtype=tl.float32) + bdt[None, :]
-        dtp_n = tl.zeros([T, BD], dtype=tl.float32) + bdt[None, :]
+        # dt_proj: the rank-R product first, the bias last (with the bias first, each of the R additions rounds at
+        # the bias' magnitude, ~-7 for step sizes ~1e-3, and the softplus / sigmoid carry that absolute error as a
+        # relative one), the sum's own rounding kept apart (`_dt_split`)
+        dtp = tl.zeros([T, BD], dtype=tl.float32)
+        dtp_n = tl.zeros([T, BD], dtype=tl.float32)
         for r in tl.static_range(R):
             wr = tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0)
             dtp += wr[None, :] * tl.load(xdrow + r, mask=valid[:, None], other=0.0)
             dtp_n += wr[None, :] * tl.load(xdrow_n + r, mask=valid_n[:, None], other=0.0)
-        delta = tl.where(valid2, _softplus(dtp, FAST), 0.0)
-        delta_n = tl.where(valid_n[:, None] & dmask2, _softplus(dtp_n, FAST), 0.0)
+        dtp, dtp_lo = _dt_split(dtp, bdt[None, :], FAST)
+        dtp_n, dtp_n_lo = _dt_split(dtp_n, bdt[None, :], FAST)
+        delta, sig_dt = _softplus_sigmoid(dtp, dtp_lo, FAST)
+        delta = tl.where(valid2, delta, 0.0)
+        delta_n, _ = _softplus_sigmoid(dtp_n, dtp_n_lo, FAST)
+        delta_n = tl.where(valid_n[:, None] & dmask2, delta_n, 0.0)
         u = delta * xc
         yacc = tl.zeros([T, BD], dtype=tl.float32)
         dxc_acc = tl.zeros([T, BD], dtype=tl.float32)
@@ -627,12 +712,17 @@ def _scan_bwd_kernel(
         ck_c = ck_base + c * (NP4 * D) + dc
         for n in range(0, N):  # a run-time loop: an unrolled one lets the compiler hoist all states' loads
             a2n = tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
+            An = tl.load(aneg_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
             Bn = tl.load(xdrow + RP4 + n, mask=valid[:, None], other=0.0)
             Cn = tl.load(xdrow + RP4 + NP4 + n, mask=valid[:, None], other=0.0)
             hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
             a = _exp2(delta * a2n[None, :], FAST)
             bx = u * Bn
-            _, hs = tl.associative_scan((a, tl.where(is_first, bx + a * hin[None, :], bx)), 0, _lin_combine)
+            # states h_j and ah_j = exp(delta_j A) h_{j-1} of the chunk's rows, from the checkpoint
+            ah_in = a * hin[None, :]
+            _, hs, ah = tl.associative_scan(
+                (a, tl.where(is_first, bx + ah_in, bx), tl.where(is_first, ah_in, 0.0)), 0, _lin_combine_prev
+            )
             yacc += hs * Cn
             an = _exp2(delta_n * a2n[None, :], FAST)
             gcn = tl.sum(tl.where(rows_n == n, Gc, 0.0), axis=0)
@@ -641,11 +731,10 @@ def _scan_bwd_kernel(
                 _, G = tl.associative_scan((an, g), 0, _rev_later_first, reverse=True)
             else:
                 _, G = tl.associative_scan((an, g), 0, _rev_earlier_first, reverse=True)
-            ah = hs - bx  # exp(delta_j A) h_{j-1}
             Gah = G * ah
             dA_acc = tl.where(rows_n == n, dA_acc + tl.sum(Gah * delta, axis=0)[None, :], dA_acc)
             GB = G * Bn
-            ddl_acc += GB * xc + Gah * (a2n * 0.6931471805599453)[None, :]
+            ddl_acc += GB * xc + Gah * An[None, :]
             dxc_acc += GB * delta
             dB = tl.sum(G * u, axis=1)
             dC = tl.sum(gy * hs, axis=1)
@@ -657,12 +746,15 @@ def _scan_bwd_kernel(
         tl.store(y_base + tok[:, None] * s_y_l + dc2, yv, mask=valid2)
         tl.store(dxc_base + tok[:, None] * s_y_l + dc2, dxc_acc + gy * dsk[None, :], mask=valid2)
         dD_acc += tl.sum(gy * xc, axis=0)
-        ddp = ddl_acc * _sigmoid(dtp, FAST, False)
+        if (cc % DA_BLOCK == DA_BLOCK - 1) | (cc == NCH - 1):
+            blk = pb + cc // DA_BLOCK
+            tl.store(dA_ptr + blk * (NP4 * D) + rows_n * D + dc2, dA_acc, mask=dmask2)
+            tl.store(dD_ptr + blk * D + dc, dD_acc, mask=mask_d)
+            dA_acc = tl.zeros([NP4, BD], dtype=tl.float32)
+            dD_acc = tl.zeros([BD], dtype=tl.float32)
+        ddp = ddl_acc * sig_dt
         tl.store(ddp_ptr + pid_b.to(tl.int64) * s_y_b + dr * D + tok[:, None] * s_y_l + dc2, ddp, mask=valid2)
 
-    pb = (pid_b * 2 + dr).to(tl.int64)
-    tl.store(dA_ptr + pb * (NP4 * D) + rows_n * D + dc2, dA_acc, mask=dmask2)
-    tl.store(dD_ptr + pb * D + dc, dD_acc, mask=mask_d)
 
 
 @triton.jit
@@ -715,8 +807,12 @@ def _xproj_bwd_kernel(
             xp = tl.load(x_base + tp[:, None] * s_xz_l + offs_c[None, :],
                          mask=(tp < L)[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
             pre_b += wb[None, :] * xp
-        sg_f = 1.0 / (1.0 + tl.exp(-pre_f))
-        sg_b = 1.0 / (1.0 + tl.exp(-pre_b))
+        if IEEE:
+            sg_f = _sigmoid_precise(pre_f, False)
+            sg_b = _sigmoid_precise(pre_b, False)
+        else:
+            sg_f = 1.0 / (1.0 + tl.exp(-pre_f))
+            sg_b = 1.0 / (1.0 + tl.exp(-pre_b))
         xd_rows = dxd_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[:, None] * s_xd_l + offs_p[None, :]
         xd_m = mask_t[:, None] & mask_p[None, :]
         g_f = tl.load(xd_rows, mask=xd_m, other=0.0)
@@ -753,7 +849,7 @@ def _conv_bwd_kernel(
     xz_ptr, convw_ptr, dpre_ptr, y_ptr, dout_ptr, dxz_ptr, osum_ptr, dcw_ptr,
     L, D, TPS,
     s_xz_b, s_xz_l, s_y_b, s_y_l, s_do_b, s_do_l, s_do_dir, s_g_b, s_g_l,
-    K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, WRITE_OUT: tl.constexpr,
+    K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, WRITE_OUT: tl.constexpr, PRECISE: tl.constexpr = False,
 ):
     """Conv backward into the in_proj output layout, and the gate. Grid (channel blocks, token splits, B).
 
@@ -818,7 +914,10 @@ def _conv_bwd_kernel(
         drow = dout_ptr + pid_b.to(tl.int64) * s_do_b + offs_t[:, None] * s_do_l + offs_c[None, :]
         do_f = tl.load(drow, mask=m2, other=0.0).to(tl.float32)
         do_b = tl.load(drow + s_do_dir, mask=m2, other=0.0).to(tl.float32)
-        sz = 1.0 / (1.0 + tl.exp(-z))
+        if PRECISE:
+            sz = _sigmoid_precise(z, False)
+        else:
+            sz = 1.0 / (1.0 + tl.exp(-z))
         dz = (do_f * y_f + do_b * y_b) * sz * (1.0 + z * (1.0 - sz))
         grow = dxz_ptr + pid_b.to(tl.int64) * s_g_b + offs_t[:, None] * s_g_l + offs_c[None, :]
         tl.store(grow, dx.to(dxz_ptr.dtype.element_ty), mask=m2)
@@ -992,10 +1091,49 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
     return out
 
 
-def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum: bool):
+def _xproj_recompute(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
+    """x_dbl for the backward: `_xproj_forward` with float32 products for every input dtype (the forward rounds xc
+    and the weights to half precision for the tensor cores; the backward differentiates the unrounded function, its
+    B, C and dt then as accurate as in float32 mode)."""
+    batch, length, _ = xz.shape
+    xdbl = torch.empty(batch, length, 2, tabs.ps, device=xz.device, dtype=torch.float32)
+    cfg = XPROJ_CONFIG
+    bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
+    _conv_xproj_kernel[(_cdiv(length, cfg["BT"]), batch)](
+        xz, tabs.convw, tabs.convb, tabs.wx, xdbl,
+        length, tabs.d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1),
+        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, IEEE=True,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return xdbl
+
+
+TOKEN_BLOCK = 256  # tokens per float32 partial product in `_token_sum_matmul`
+DA_BLOCK = 16  # backward chunks (of T tokens) per float32 partial sum of the A and D gradients
+
+
+def _token_sum_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a (2, M, P), b (2, M, Q) -> a^T b (2, P, Q) float32, a sum over the M (= B * L) tokens: float32 products of
+    TOKEN_BLOCK tokens, the blocks' partial results added in float64 (one long float32 accumulation over hundreds of
+    thousands of tokens would be what limits the dt_proj weight gradient's accuracy). Strided views, no copies."""
+    m = a.shape[1]
+    full = m // TOKEN_BLOCK * TOKEN_BLOCK
+    out = torch.zeros(a.shape[0], a.shape[2], b.shape[2], device=a.device, dtype=torch.float64)
+    for i in range(a.shape[0]):
+        if full:
+            pa = a[i, :full].unflatten(0, (-1, TOKEN_BLOCK))  # (blocks, TB, P)
+            pb = b[i, :full].unflatten(0, (-1, TOKEN_BLOCK))
+            out[i] += torch.bmm(pa.transpose(1, 2), pb).sum(0, dtype=torch.float64)
+        if full < m:
+            out[i] += (a[i, full:].t() @ b[i, full:]).double()
+    return out.to(torch.float32)
+
+
+def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum: bool, A_log=None):
     """Gradients of the two gated directions wrt xz and all scan parameters.
 
     dout: (B, L, D) shared by both directions (dout_dir_stride 0) or (B, L, 2, D) (dout_dir_stride D).
+    A_log: (2, D, N), for the chain-rule factor dA/dA_log = A in float64 (else the float32 A of the tables).
     Returns dxz (B, L, 2D) in xz's dtype, out_sum (B, L, D) = out_f + out_b (or None), and a dict of float32
     parameter gradients in the stacked shapes.
     """
@@ -1010,17 +1148,24 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
     dxc = torch.empty_like(y)
     dxd_part = torch.empty(batch, length, 2, ndb, tabs.ps, device=dev, dtype=f32)
     ddp = torch.empty_like(y)
-    dA = torch.empty(batch, 2, tabs.np4, d_inner, device=dev, dtype=f32)
-    dD = torch.empty(batch, 2, d_inner, device=dev, dtype=f32)
+    nblk = _cdiv(nch, DA_BLOCK)
+    dA = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
+    dD = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
+    # A and A log2(e), each rounded once from float64 (the tables' a2 is float32 A times log2(e): two roundings)
+    a_exact = -torch.exp(A_log.detach().double()) if A_log is not None else tabs.A.double()
+    aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
+    aneg[..., : tabs.n] = a_exact
+    a2[..., : tabs.n] = a_exact * LOG2E
     _scan_bwd_kernel[(ndb, 2, batch)](
-        xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk,
-        ckpt, y, dxc, ddp, dxd_part, dA, dD,
+        xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
+        ckpt, y, dxc, ddp, dxd_part, dA, dD, aneg,
         length, d_inner, nch, ndb,
         xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
         dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
         R=tabs.r, N=tabs.n, K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
         BD=bd, T=t_chunk, FAST=fast,
-        REV_LATER_FIRST=_reverse_scan_later_first(dev), PIPE1=cfg.get("PIPE1", False), num_warps=cfg["num_warps"],
+        REV_LATER_FIRST=_reverse_scan_later_first(dev), PIPE1=cfg.get("PIPE1", False), DA_BLOCK=DA_BLOCK,
+        num_warps=cfg["num_warps"],
     )
     del ckpt
     dxd = dxd_part.sum(3)
@@ -1031,8 +1176,9 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
     ddp2 = ddp.view(batch * length, 2, d_inner).transpose(0, 1)  # (2, BL, D)
     dt_low = xdbl.view(batch * length, 2, tabs.ps)[..., : tabs.r].transpose(0, 1)  # (2, BL, R)
     dxd.view(batch * length, 2, tabs.ps)[..., : tabs.r] = torch.bmm(ddp2, tabs.dtw[..., : tabs.r]).transpose(0, 1)
-    d_dt_weight = torch.bmm(ddp2.transpose(1, 2), dt_low)  # (2, D, R)
-    d_dt_bias = ddp2.sum(1)
+    # the weight and bias gradients are sums over all B * L tokens: float32 within blocks of tokens, float64 across
+    d_dt_weight = _token_sum_matmul(ddp2, dt_low)  # (2, D, R)
+    d_dt_bias = ddp2.sum(1, dtype=torch.float64).to(f32)
     del ddp, ddp2
 
     xcfg, ccfg = XPROJ_BWD_CONFIG, CONV_BWD_CONFIG
@@ -1059,17 +1205,21 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
         xz, tabs.convw, dpre, y, dout, dxz, out_sum if need_out_sum else dxz, dcw,
         length, d_inner, tps, xz.stride(0), xz.stride(1), y.stride(0), y.stride(1),
         dout.stride(0), dout.stride(1), dout_dir_stride, dxz.stride(0), dxz.stride(1),
-        K=tabs.k, BT=ccfg["BT"], BC=cbc, WRITE_OUT=need_out_sum, num_warps=ccfg["num_warps"],
+        K=tabs.k, BT=ccfg["BT"], BC=cbc, WRITE_OUT=need_out_sum, PRECISE=xz.dtype == torch.float32,
+        num_warps=ccfg["num_warps"],
         num_stages=ccfg["num_stages"],
     )
+    def total(part, dims=(0,)):  # partial sums over samples / token splits / chunk groups, added in float64
+        return part.sum(dims, dtype=torch.float64).to(f32)
+
     grads = {
-        "conv_weight": dcw.sum(0).transpose(1, 2),  # (2, D, K)
-        "conv_bias": dcb.sum(0),
-        "x_proj_weight": dwx.sum(0)[:, tabs.row_index],  # (2, R + 2N, D)
+        "conv_weight": total(dcw).transpose(1, 2),  # (2, D, K)
+        "conv_bias": total(dcb),
+        "x_proj_weight": total(dwx)[:, tabs.row_index],  # (2, R + 2N, D)
         "dt_proj_weight": d_dt_weight,  # (2, D, R)
         "dt_proj_bias": d_dt_bias,
-        "A_log": dA.sum(0)[:, : tabs.n].transpose(1, 2) * tabs.A,  # dL/dA_log = dL/dA * A
-        "D": dD.sum(0),
+        "A_log": (dA.sum((0, 2), dtype=torch.float64)[:, : tabs.n].transpose(1, 2) * a_exact).to(f32),  # dA * A
+        "D": total(dD, (0, 2)),
     }
     return dxz, out_sum, grads
 
@@ -1104,9 +1254,9 @@ class BiMambaScanFunction(torch.autograd.Function):
     def backward(ctx, dout2):
         xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D = ctx.saved_tensors
         tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
-        xdbl = _xproj_forward(xz, tabs)
+        xdbl = _xproj_recompute(xz, tabs)
         dout2 = dout2.contiguous()
-        dxz, _, g = _scan_backward(xz, xdbl, dout2, dout2.stride(2), tabs, need_out_sum=False)
+        dxz, _, g = _scan_backward(xz, xdbl, dout2, dout2.stride(2), tabs, need_out_sum=False, A_log=A_log)
         return (
             dxz, _cast_grad(g["conv_weight"], conv_weight), _cast_grad(g["conv_bias"], conv_bias),
             _cast_grad(g["x_proj_weight"], x_proj_weight), _cast_grad(g["dt_proj_weight"], dt_proj_weight),
@@ -1148,10 +1298,10 @@ class BiMambaInnerFunction(torch.autograd.Function):
         batch, length, hidden = hidden_states.shape
         xz = F.linear(hidden_states, in_weight, in_bias)
         tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
-        xdbl = _xproj_forward(xz, tabs)
+        xdbl = _xproj_recompute(xz, tabs)
         dout = dout.contiguous().to(xz.dtype)
         dy_inner = torch.matmul(dout, out_weight)  # (B, L, D): the gradient of out_f + out_b
-        dxz, out_sum, g = _scan_backward(xz, xdbl, dy_inner, 0, tabs, need_out_sum=True)
+        dxz, out_sum, g = _scan_backward(xz, xdbl, dy_inner, 0, tabs, need_out_sum=True, A_log=A_log)
         del xdbl, dy_inner
         dout2d = dout.reshape(batch * length, -1)
         d_out_weight = dout2d.t() @ out_sum.reshape(batch * length, -1) if out_weight.requires_grad else None
