@@ -61,6 +61,9 @@ for step in "$@"; do
     bench-sizes)
       timeout ${SIZES_TIMEOUT:-240} python3 benchmarks/benchmark.py --sizes small middle --frames 16 64 --backends triton mamba_ssm \
         --peers videomae --train-frames --max-minutes ${SIZES_MINUTES:-3} --time-per-case 2 $(picked) --out "$RES/bench_sizes.json" 2>&1 | tail -3 ;;
+    bench-train)
+      timeout ${TRAIN_TIMEOUT:-150} python3 benchmarks/benchmark.py --sizes tiny --frames 16 --backends triton mamba_ssm \
+        --peers --train-frames 16 64 --max-minutes 2 --time-per-case 2 $(picked) --out "$RES/bench_train.json" 2>&1 | tail -6 ;;
     scan)
       timeout ${SCAN_TIMEOUT:-240} python3 benchmarks/bench_scan.py --out "$RES" ${SCAN_ARGS:-} 2>&1 | tee "$RES/bench_scan.log" | tail -40 ;;
   esac
