@@ -4,7 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from videomamba.selective_scan_torch import causal_depthwise_conv1d, linear_recurrence, selective_scan
+from videomamba.selective_scan_torch import (
+    causal_depthwise_conv1d,
+    default_chunk_size,
+    linear_recurrence,
+    selective_scan,
+)
 
 
 def naive_scan(x, dt, A, B, C, D, z, dt_bias, h0=None):
@@ -45,7 +50,7 @@ def test_matches_naive_loop_with_gradients(length, with_state):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9, msg=name)
 
 
-@pytest.mark.parametrize("chunk_size", [2, 5, 32, 500])
+@pytest.mark.parametrize("chunk_size", [2, 5, 32, 500, None])
 def test_chunk_size_does_not_change_the_result(chunk_size):
     a = torch.rand(3, 203, 5, dtype=torch.float64)
     u = torch.randn(3, 203, 5, dtype=torch.float64)
@@ -56,6 +61,27 @@ def test_chunk_size_does_not_change_the_result(chunk_size):
         prev = a[:, t] * prev + u[:, t]
         expected.append(prev)
     torch.testing.assert_close(h, torch.stack(expected, 1), rtol=1e-12, atol=1e-12)
+
+
+def test_default_chunk_size_loops_over_short_or_wide_cpu_sequences():
+    assert default_chunk_size(torch.rand(16, 33, 128, 8)) == 33  # the CPU demo: a plain loop, no padding to 64
+    assert default_chunk_size(torch.rand(1, 300, 8, 4)) == 32  # tiny steps over a long sequence: chunks
+    assert default_chunk_size(torch.rand(1, 300, 64, 64)) == 300
+    assert default_chunk_size(torch.rand(2, 1, 3)) == 2
+    if torch.cuda.is_available():
+        assert default_chunk_size(torch.rand(16, 33, 128, 8, device="cuda")) == 32
+
+
+def test_default_scan_equals_the_chunked_scan():
+    x, dt, A, B, C, D, z, bias = random_inputs(2, 33, 6, 4)
+    out = selective_scan(x, dt, A, B, C, D, z, bias)
+    chunked = selective_scan(x, dt, A, B, C, D, z, bias, chunk_size=32)
+    torch.testing.assert_close(out, chunked, rtol=1e-9, atol=1e-9)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad((out * grad).sum(), (x, dt, A, B, C, D, z, bias))
+    want = torch.autograd.grad((chunked * grad).sum(), (x, dt, A, B, C, D, z, bias))
+    for name, g, w in zip("x dt A B C D z dt_bias".split(), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9, msg=name)
 
 
 def test_chunk_size_below_two_is_refused():

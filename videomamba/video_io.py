@@ -153,6 +153,23 @@ def _check_indices(indices) -> np.ndarray:
     return indices
 
 
+def _rgb_converter():
+    """A function `frame -> (height, width, 3)` uint8 RGB array that reuses one swscale context.
+
+    `frame.to_ndarray(format="rgb24")` builds a new conversion context for every frame, which costs more than
+    decoding a small frame (about 1.3 ms a frame at 64x64, five times the decode). One converter per opened file keeps
+    the results identical.
+    """
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
+
+    def to_rgb(frame) -> np.ndarray:
+        return reformatter.reformat(frame, format="rgb24").to_ndarray()
+
+    return to_rgb
+
+
 def decode_frames(path, indices, seek_threshold: int = 64):
     """`read_video_frames` that also returns how many frames were decoded (to check that seeking works).
 
@@ -168,6 +185,7 @@ def decode_frames(path, indices, seek_threshold: int = 64):
     arrays = {}
     num_decoded = 0
     container, stream = _open_video(path)
+    to_rgb = _rgb_converter()
     with container:
         rate = _frame_rate(stream)
         time_base = stream.time_base
@@ -213,11 +231,11 @@ def decode_frames(path, indices, seek_threshold: int = 64):
                     position = max(position, index)
                     last_frame = frame
                     if index in wanted_set and index not in arrays:
-                        arrays[index] = frame.to_ndarray(format="rgb24")
+                        arrays[index] = to_rgb(frame)
                     # Wanted frames at or before this one that never appeared (timestamp gaps) take this frame.
                     while next_wanted < len(wanted) and wanted[next_wanted] <= index:
                         if wanted[next_wanted] not in arrays:
-                            arrays[wanted[next_wanted]] = frame.to_ndarray(format="rgb24")
+                            arrays[wanted[next_wanted]] = to_rgb(frame)
                         next_wanted += 1
                     if next_wanted >= len(wanted):
                         break
@@ -235,7 +253,7 @@ def decode_frames(path, indices, seek_threshold: int = 64):
             raise ValueError(f"Cannot read video {path}: no frame could be decoded{reason}. The file is corrupt.")
         missing = [index for index in wanted if index not in arrays]
         if missing:
-            fill = last_frame.to_ndarray(format="rgb24")
+            fill = to_rgb(last_frame)
             for index in missing:
                 arrays[index] = fill
             problem = f"decoding failed after frame {position} ({decode_error})" if decode_error else (
@@ -279,11 +297,12 @@ def read_all_frames(path) -> np.ndarray:
     container, stream = _open_video(path)
     import av
 
+    to_rgb = _rgb_converter()
     arrays = []
     with container:
         try:
             for frame in container.decode(stream):
-                arrays.append(frame.to_ndarray(format="rgb24"))
+                arrays.append(to_rgb(frame))
         except (av.FFmpegError, ValueError) as err:
             if not arrays:
                 raise ValueError(f"Cannot read video {os.fspath(path)}: no frame could be decoded ({err}).") from err
