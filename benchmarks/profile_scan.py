@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 
@@ -30,18 +29,13 @@ from videomamba import bimamba_triton as bt  # noqa: E402
 from videomamba.modeling_videomamba import VideoMambaMixer  # noqa: E402
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_scan import cuda_time  # noqa: E402
+
+
 def cuda_ms(fn, reps=10):
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    """Median milliseconds of fn() (CUDA events; `bench_scan.cuda_time`)."""
+    return cuda_time(fn, warmup=1, reps=reps)[0]
 
 
 def setup(batch, frames=16):
