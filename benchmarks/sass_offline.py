@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+# Copyright 2026 The videomamba authors. Licensed under the Apache License, Version 2.0.
+"""Compile the fused scan's Triton kernels for sm_90 on a machine without a GPU and report registers, stack (spills)
+and the instruction mix of each loop, from the SASS (`cuobjdump` ships in the Triton wheel).
+
+    pip download triton==3.6.0 --no-deps -d /tmp/tr && pip install --no-deps --target /tmp/t36 /tmp/tr/triton-*.whl
+    PYTHONPATH=/tmp/t36:. python benchmarks/sass_offline.py fwd [KEY=JSON ...]      # fwd | xproj | bwd
+
+KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`), or XPROJ_CONFIG with an `X_` prefix
+(`X_SPLIT=true`). The SASS goes to /tmp/<kernel>.sass, the PTX and TTGIR of the forward scan beside it. Use the
+Triton version of the GPU machine: the layouts, and so the instruction counts, differ between versions.
+"""
+import collections, os, re, subprocess, sys, tempfile
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.runtime import driver
+
+
+class FakeDriver:
+    def __init__(self):
+        from triton.backends.nvidia.driver import CudaDriver  # noqa
+        self.target = GPUTarget("cuda", 90, 32)
+    def get_current_target(self): return self.target
+    def get_current_device(self): return 0
+    def get_current_stream(self, device=None): return 0
+    def get_active_torch_device(self): return torch.device("cpu")
+    def get_device_interface(self): return torch.cuda
+
+
+driver.set_active(FakeDriver())
+
+sys.path.insert(0, os.getcwd())
+from videomamba import bimamba_triton as bt  # noqa
+from videomamba import VideoMambaConfig  # noqa
+from videomamba.modeling_videomamba import VideoMambaMixer  # noqa
+
+captured = {}
+orig_run = triton.runtime.jit.JITFunction.run
+
+
+def run(self, *args, grid, warmup, **kwargs):
+    kernel = orig_run(self, *args, grid=grid, warmup=True, **kwargs)
+    captured[self.__name__] = kernel
+    return kernel
+
+
+triton.runtime.jit.JITFunction.run = run
+
+
+def report(name, kernel):
+    cubin = kernel.asm["cubin"]
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")
+    sass = subprocess.run([tool, "--dump-sass", f.name], capture_output=True, text=True).stdout
+    res = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    regs = re.search(r"REG:(\d+)", res); stack = re.search(r"STACK:(\d+)", res)
+    os.unlink(f.name)
+    lines = [l for l in sass.splitlines() if re.match(r"\s+/\*[0-9a-f]{4}\*/", l)]
+    instrs = []
+    for l in lines:
+        m = re.match(r"\s+/\*([0-9a-f]{4})\*/\s+(.*?);", l)
+        if m:
+            instrs.append((int(m.group(1), 16), m.group(2).strip()))
+    # loops: backward branches
+    loops = []
+    for addr, text in instrs:
+        m = re.search(r"BRA\s+(?:`\(\.L_x_\d+\)|0x([0-9a-f]+))", text)
+        tgt = re.search(r"0x([0-9a-f]+)", text.split("BRA")[-1]) if "BRA" in text else None
+        if tgt and int(tgt.group(1), 16) < addr:
+            loops.append((int(tgt.group(1), 16), addr))
+    open(f"/tmp/{name}.sass", "w").write(sass)
+    print(f"{name}: regs {regs and regs.group(1)} stack {stack and stack.group(1)} total instrs {len(instrs)}")
+    for start, end in loops:
+        body = [t for a, t in instrs if start <= a <= end]
+        ops = collections.Counter(t.split()[1] if t.startswith("@") else t.split()[0] for t in body)
+        print(f"  loop {start:#x}-{end:#x}: {len(body)} instrs", dict(ops.most_common(25)))
+
+
+which = sys.argv[1] if len(sys.argv) > 1 else "fwd"
+import json as _json
+for kv in sys.argv[2:]:
+    k, v = kv.split("=")
+    (bt.XPROJ_CONFIG if k.startswith("X_") else bt.SCAN_FWD_CONFIG)[k.removeprefix("X_")] = _json.loads(v)
+config = VideoMambaConfig.from_preset("tiny")
+mixer = VideoMambaMixer(config, layer_idx=0).to(torch.bfloat16)
+B, L = 2, 3137
+xz = torch.randn(B, L, 2 * config.intermediate_size, dtype=torch.bfloat16)
+tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
+bt._fast_flags = lambda dtype: (True, dtype != torch.float32)
+xdbl = torch.empty(B, L, 2, tabs.ps, dtype=torch.float32)
+if which == "fwd":
+    bt._scan_forward(xz, xdbl, tabs)
+elif which == "xproj":
+    bt._xproj_forward(xz, tabs)
+elif which == "bwd":
+    dy = torch.randn(B, L, config.intermediate_size, dtype=torch.bfloat16)
+    try:
+        bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True)
+    except Exception as e:
+        print("bwd stopped:", repr(e)[:200])
+for name, kernel in captured.items():
+    if kernel is not None and hasattr(kernel, "asm"):
+        report(name, kernel)
+for name, kernel in captured.items():
+    if kernel is not None and hasattr(kernel, "asm") and name == "_scan_fwd_kernel":
+        open("/tmp/_scan_fwd_kernel.ptx", "w").write(kernel.asm["ptx"])
+        open("/tmp/_scan_fwd_kernel.ttgir", "w").write(kernel.asm["ttgir"])
