@@ -71,8 +71,9 @@ logger = get_logger(__name__)
 # A VideoMamba small enough to learn the demo on two CPU cores in a few minutes: 8 frames of 32x32 (the 64x64 videos
 # downscaled) in 16x16 patches (4 patches a frame, 33 tokens), 4 bidirectional Mamba blocks of width 64, state size 8.
 # Mamba's dt initialisation (steps of 0.001-0.1, slow decays) instead of the official VideoMamba one (dt_proj bias 0,
-# steps of ~0.7): with the latter a token's state decays by half or more per token, the cls token (first, read by the
-# backward scan) hears only the first frame or two, and from scratch the model stayed at chance for 300 steps.
+# steps of ~0.7, so a state loses half or more per token): the cls token, first in the sequence and read by the backward
+# scan, then hears every frame from the start. From scratch it learned the demo faster (validation top-1 100% after
+# 360 steps; 92% after 450 with the official init, same data and seed).
 DEMO_MODEL = {"hidden_size": 64, "num_hidden_layers": 4, "patch_size": 16, "state_size": 8, "use_mamba_dt_init": True}
 
 # Defaults that differ between the CPU demo and real data (flags left unset take these).
