@@ -189,6 +189,15 @@ def test_unreadable_videos_raise_clear_errors(videos, tmp_path):
         read_video_frames(videos["short"], [-1])
 
 
+def test_decoded_frames_equal_pyav_rgb_conversion(videos):
+    """The reader converts with one reused swscale context per file: the pixels are PyAV's `to_ndarray("rgb24")`."""
+    for name in ("short", "wide"):
+        with av.open(str(videos[name])) as container:
+            expected = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+        np.testing.assert_array_equal(read_all_frames(videos[name]), expected)
+        np.testing.assert_array_equal(read_video_frames(videos[name], [3, 1, 3]), expected[[3, 1, 3]])
+
+
 def test_frames_past_the_end_repeat_the_last_frame_with_a_warning(videos):
     with pytest.warns(UserWarning, match="only 3 frames could be decoded"):
         frames = read_video_frames(videos["tiny"], [0, 2, 5])
@@ -397,3 +406,54 @@ def test_clip_dataset_bad_videos(folder_dataset, tmp_path):
         item = skipping[0]
     assert item["pixel_values"].shape == (4, 3, 16, 16)
     assert any("broken.mp4" in str(w.message) for w in caught)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Demo data
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _digit_centres(frames):
+    """Row and column of the bright glyph's centre of mass in each frame `(T, H, W, 3)`."""
+    gray = frames.astype(np.float64).mean(-1)
+    weight = np.clip(gray - np.percentile(gray, 90, axis=(1, 2), keepdims=True), 0, None)
+    rows, cols = np.mgrid[: gray.shape[1], : gray.shape[2]]
+    total = weight.sum((1, 2))
+    return (weight * rows).sum((1, 2)) / total, (weight * cols).sum((1, 2)) / total
+
+
+def test_demo_digits_cross_the_canvas_in_their_direction():
+    from sklearn.datasets import load_digits
+
+    from videomamba.demo_data import render_moving_digit
+
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    moves = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
+    for i, (direction, (dy, dx)) in enumerate(moves.items()):
+        frames = render_moving_digit(digits.images[i], direction, 16, 64, rng)
+        assert frames.shape == (16, 64, 64, 3) and frames.dtype == np.uint8
+        rows, cols = _digit_centres(frames)
+        along, across = (rows, cols) if dy else (cols, rows)
+        step = dy or dx
+        shift = step * (along[-1] - along[0])
+        # The glyph is 16 px, so 48 px are free: the path covers at least 90% of them (glyph edges blur the centre).
+        assert shift > 0.8 * 48, f"{direction}: the digit moved {shift:.1f} px along its direction"
+        assert np.all(step * np.diff(along) > 0), f"{direction}: the motion is not monotonic"
+        assert np.ptp(across) < 2, f"{direction}: the digit drifted across its direction"
+
+
+def test_make_demo_videos_rewrites_a_folder_of_other_settings(tmp_path):
+    from videomamba.demo_data import make_demo_videos
+
+    root = make_demo_videos(tmp_path / "demo", num_train_per_class=1, num_val_per_class=1, num_frames=4, frame_size=32)
+    stamp = json.loads((root / "demo_settings.json").read_text())
+    video = root / "train" / "left" / "train_left_0000.mp4"
+    assert get_num_frames(video) == 4 and "version" in stamp
+    mtime = video.stat().st_mtime_ns
+    make_demo_videos(root, num_train_per_class=1, num_val_per_class=1, num_frames=4, frame_size=32)
+    assert video.stat().st_mtime_ns == mtime  # same settings: reused
+    stamp.pop("version")  # a folder written before the rendering changed
+    (root / "demo_settings.json").write_text(json.dumps(stamp))
+    make_demo_videos(root, num_train_per_class=1, num_val_per_class=1, num_frames=4, frame_size=32)
+    assert video.stat().st_mtime_ns != mtime

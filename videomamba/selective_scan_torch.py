@@ -240,4 +240,6 @@ def causal_depthwise_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     return F.silu(F.conv1d(x, weight, bias, groups=weight.shape[0])).transpose(1, 2)
 
 
-__all__ = ["default_chunk_size", "linear_recurrence", "selective_scan", "causal_depthwise_conv1d", "SelectiveScanFunction"]
+__all__ = [
+    "default_chunk_size", "linear_recurrence", "selective_scan", "causal_depthwise_conv1d", "SelectiveScanFunction",
+]
