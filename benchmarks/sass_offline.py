@@ -6,8 +6,8 @@ and the instruction mix of each loop, from the SASS (`cuobjdump` ships in the Tr
     pip download triton==3.6.0 --no-deps -d /tmp/tr && pip install --no-deps --target /tmp/t36 /tmp/tr/triton-*.whl
     PYTHONPATH=/tmp/t36:. python benchmarks/sass_offline.py fwd [KEY=JSON ...]      # fwd | xproj | bwd
 
-KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`), or XPROJ_CONFIG with an `X_` prefix
-(`X_SPLIT=true`). The SASS goes to /tmp/<kernel>.sass, the PTX and TTGIR of the forward scan beside it. Use the
+KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`), XPROJ_CONFIG with an `X_` prefix
+(`X_SPLIT=true`), or SCAN_BWD_CONFIG with a `B_` prefix (`B_VERSION=4 B_T=8`). The SASS goes to /tmp/<kernel>.sass, the PTX and TTGIR of the forward scan beside it. Use the
 Triton version of the GPU machine: the layouts, and so the instruction counts, differ between versions.
 """
 import collections, os, re, subprocess, sys, tempfile
@@ -71,6 +71,7 @@ def report(name, kernel):
         if tgt and int(tgt.group(1), 16) < addr:
             loops.append((int(tgt.group(1), 16), addr))
     open(f"/tmp/{name}.sass", "w").write(sass)
+    open(f"/tmp/{name}.ttgir", "w").write(kernel.asm["ttgir"])
     print(f"{name}: regs {regs and regs.group(1)} stack {stack and stack.group(1)} total instrs {len(instrs)}")
     for start, end in loops:
         body = [t for a, t in instrs if start <= a <= end]
@@ -82,13 +83,17 @@ which = sys.argv[1] if len(sys.argv) > 1 else "fwd"
 import json as _json
 for kv in sys.argv[2:]:
     k, v = kv.split("=")
-    (bt.XPROJ_CONFIG if k.startswith("X_") else bt.SCAN_FWD_CONFIG)[k.removeprefix("X_")] = _json.loads(v)
+    if k.startswith("B_"):
+        bt.SCAN_BWD_CONFIG[k.removeprefix("B_")] = _json.loads(v)
+    else:
+        (bt.XPROJ_CONFIG if k.startswith("X_") else bt.SCAN_FWD_CONFIG)[k.removeprefix("X_")] = _json.loads(v)
 config = VideoMambaConfig.from_preset("tiny")
 mixer = VideoMambaMixer(config, layer_idx=0).to(torch.bfloat16)
 B, L = 2, 3137
 xz = torch.randn(B, L, 2 * config.intermediate_size, dtype=torch.bfloat16)
 tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
 bt._fast_flags = lambda dtype: (True, dtype != torch.float32)
+bt._reverse_scan_later_first = lambda device: True  # the probe cannot run here; either order compiles alike
 xdbl = torch.empty(B, L, 2, tabs.ps, dtype=torch.float32)
 if which == "fwd":
     bt._scan_forward(xz, xdbl, tabs)
@@ -104,6 +109,6 @@ for name, kernel in captured.items():
     if kernel is not None and hasattr(kernel, "asm"):
         report(name, kernel)
 for name, kernel in captured.items():
-    if kernel is not None and hasattr(kernel, "asm") and name == "_scan_fwd_kernel":
+    if kernel is not None and hasattr(kernel, "asm") and name.startswith("_scan_"):
         open("/tmp/_scan_fwd_kernel.ptx", "w").write(kernel.asm["ptx"])
         open("/tmp/_scan_fwd_kernel.ttgir", "w").write(kernel.asm["ttgir"])

@@ -519,6 +519,15 @@ def _rev_earlier_first(c1, g1, c2, g2):
 
 
 @triton.jit
+def _rev_shifted(m1, l1, v1, m2, l2, v2):
+    """Reverse scan G_j = g_j + a_{j+1} G_{j+1} run forward over the flipped rows, each element (1, a_j, g_j): the
+    decay of a step is the *earlier-in-scan* element's own a (the next token's), so no shifted copy of a is needed.
+    A segment's summary is (M, L, V): G at its end = V + M * (a G entering it), L the a of its last element."""
+    ml = m2 * l1
+    return ml * m1, l2, v2 + ml * v1
+
+
+@triton.jit
 def _probe_combine(x, y):
     return x * 10.0 + y
 
@@ -756,6 +765,271 @@ def _scan_bwd_kernel(
         tl.store(ddp_ptr + pid_b.to(tl.int64) * s_y_b + dr * D + tok[:, None] * s_y_l + dc2, ddp, mask=valid2)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# backward v5: two sweeps, then the chunks in parallel over groups
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit(do_not_specialize=["s_c"])
+def _scan_bwd_sweep_kernel(
+    xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr,
+    ckpt_ptr, gcar_ptr,
+    L, D, NCH, NGRP,
+    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_c,
+    K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
+    BD: tl.constexpr, T: tl.constexpr, GT: tl.constexpr, FAST: tl.constexpr, PIPE: tl.constexpr = False,
+):
+    """The two sequential sweeps of the v5 backward, for BD channels of one direction of one sample (grid: channel
+    block, 2 * mode + direction, sample); both modes in one launch so that they run side by side.
+
+    Mode 0 walks the sequence in the direction's order and stores the state h entering every chunk of T tokens in
+    `ckpt (B, 2, NCH, 4 NG, D)`. Mode 1 walks it backwards and runs the adjoint recurrence of the states,
+    G_i = C_i gy_i + exp(delta_{i+1} A) G_{i+1} (gy the gradient wrt this direction's ungated output), and stores
+    exp(delta_i A) G_i at the first position i of every group of GT tokens (a multiple of T) in `gcar (B, 2, NGRP,
+    4 NG, D)` at the previous group's slot: what enters that group from its right end (zero for the last group).
+    Tiles (BD, 4, NG), channels first: one channel per lane with all its states (no shuffles). PIPE: the next
+    token's loads are issued before the current token's arithmetic (software pipelining)."""
+    pid_d = tl.program_id(0)
+    mode = tl.program_id(1) // 2
+    dr = tl.program_id(1) % 2
+    pid_b = tl.program_id(2)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    dc = offs_d * s_c
+    step = 1 - 2 * dr
+    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    d3 = offs_d[:, None, None]
+    m3 = mask_d[:, None, None]
+    v4 = tl.arange(0, 4)[None, :, None]
+    n3 = tl.arange(0, NG)[None, None, :] * 4 + v4
+    r3 = tl.arange(0, RG)[None, None, :] * 4 + v4
+    a2t = tl.load(a2_ptr + (dr * D + d3) * NP4 + n3, mask=m3, other=0.0)
+    wdtt = tl.load(dtw_ptr + (dr * D + d3) * RP4 + r3, mask=m3, other=0.0)
+    zero3 = d3 * 0
+    off_r3 = r3 + zero3
+    st_off3 = n3 * D + d3 * s_c
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
+    if mode == 0:
+        cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+        wc_base = convw_ptr + dr * K * D + dc
+        w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
+        w1 = tl.zeros_like(w0)
+        w2 = tl.zeros_like(w0)
+        w3 = tl.zeros_like(w0)
+        if K > 1:
+            w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
+        if K > 2:
+            w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
+        if K > 3:
+            w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+        off_b3 = RP4 + n3 + zero3
+        ck_base = ckpt_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH) * (NP4 * D)
+        h = tl.zeros([BD, 4, NG], dtype=tl.float32)
+        xp1 = tl.zeros([BD], dtype=tl.float32)
+        xp2 = tl.zeros([BD], dtype=tl.float32)
+        xp3 = tl.zeros([BD], dtype=tl.float32)
+        t = dr * (L - 1)
+        nxt_x = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0)
+        nxt_dtl = tl.load(xd_base + (t * s_xd_l4) * 4 + off_r3)
+        nxt_bv = tl.load(xd_base + (t * s_xd_l4) * 4 + off_b3)
+        for i in range(0, L):
+            if i % T == 0:
+                tl.store(ck_base + (i // T) * (NP4 * D) + st_off3, h, mask=m3)
+            if PIPE:
+                xt = nxt_x.to(tl.float32)
+                dtl = nxt_dtl
+                bv = nxt_bv
+                tn = t + step * (i + 1 < L).to(tl.int32)
+                nxt_x = tl.load(x_base + tn * s_xz_l + dc, mask=mask_d, other=0.0)
+                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
+                nxt_bv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_b3)
+            else:
+                xt = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0).to(tl.float32)
+                xrow = xd_base + (t * s_xd_l4) * 4
+                dtl = tl.load(xrow + off_r3)
+                bv = tl.load(xrow + off_b3)
+            pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
+            xc = pre * _sigmoid_precise(pre, FAST)
+            dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=2), axis=1), bdt, FAST)
+            delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
+            h = _exp2(a2t * delta[:, None, None], FAST) * h + bv * (delta * xc)[:, None, None]
+            xp3 = xp2
+            xp2 = xp1
+            xp1 = xt
+            t += step
+    else:
+        off_c3 = RP4 + NP4 + n3 + zero3
+        do_base = dout_ptr + pid_b.to(tl.int64) * s_do_b + dr * s_do_dir
+        gc_base = gcar_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NGRP) * (NP4 * D)
+        g = tl.zeros([BD, 4, NG], dtype=tl.float32)
+        tl.store(gc_base + (NGRP - 1) * (NP4 * D) + st_off3, g, mask=m3)
+        t = (L - 1) * (1 - dr)  # scan position L - 1
+        nxt_z = tl.load(x_base + t * s_xz_l + D + dc, mask=mask_d, other=0.0)
+        nxt_do = tl.load(do_base + t * s_do_l + dc, mask=mask_d, other=0.0)
+        nxt_dtl = tl.load(xd_base + (t * s_xd_l4) * 4 + off_r3)
+        nxt_cv = tl.load(xd_base + (t * s_xd_l4) * 4 + off_c3)
+        for ii in range(0, L):
+            i = L - 1 - ii
+            if PIPE:
+                z = nxt_z.to(tl.float32)
+                dout = nxt_do.to(tl.float32)
+                dtl = nxt_dtl
+                cv = nxt_cv
+                tn = t - step * (ii + 1 < L).to(tl.int32)
+                nxt_z = tl.load(x_base + tn * s_xz_l + D + dc, mask=mask_d, other=0.0)
+                nxt_do = tl.load(do_base + tn * s_do_l + dc, mask=mask_d, other=0.0)
+                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
+                nxt_cv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_c3)
+            else:
+                z = tl.load(x_base + t * s_xz_l + D + dc, mask=mask_d, other=0.0).to(tl.float32)
+                dout = tl.load(do_base + t * s_do_l + dc, mask=mask_d, other=0.0).to(tl.float32)
+                xrow = xd_base + (t * s_xd_l4) * 4
+                dtl = tl.load(xrow + off_r3)
+                cv = tl.load(xrow + off_c3)
+            gy = dout * (z * _sigmoid_precise(z, FAST))
+            dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=2), axis=1), bdt, FAST)
+            delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
+            g = _exp2(a2t * delta[:, None, None], FAST) * (cv * gy[:, None, None] + g)
+            if (i % GT == 0) & (i > 0):
+                tl.store(gc_base + (i // GT - 1) * (NP4 * D) + st_off3, g, mask=m3)
+            t -= step
+
+
+@triton.jit(do_not_specialize=["s_c"])
+def _scan_bwd_group_kernel(
+    xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr,
+    ckpt_ptr, gcar_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr, aneg_ptr,
+    L, D, NCH, NDB, NGRP,
+    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_y_b, s_y_l, s_c,
+    R: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
+    RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
+    BD: tl.constexpr, T: tl.constexpr, GCH: tl.constexpr, FAST: tl.constexpr,
+):
+    """Phase 2 of the v5 backward: one group of GCH chunks of T tokens, BD channels, one direction of one sample
+    (grid: channel block, direction, sample * NGRP + group). The chunks of the group from its last, as in
+    `_scan_bwd_kernel`'s phase 2, starting from the adjoint carry that `_scan_bwd_sweep_kernel` stored for the group
+    (`gcar`, updated in place per state: no (4 NG, BD) tiles in registers) and the state checkpoints `ckpt`.
+    Same outputs as `_scan_bwd_kernel`; the dA (B, 2, NGRP, 4 NG, D) and dD (B, 2, NGRP, D) partial sums are one
+    per group (float32 over at most GCH * T tokens; added in float64 on the host)."""
+    pid_d = tl.program_id(0)
+    dr = tl.program_id(1)
+    pid_g = tl.program_id(2)
+    pid_b = pid_g // NGRP
+    grp = pid_g % NGRP
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    dc = offs_d * s_c
+    step = 1 - 2 * dr
+
+    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    wc_base = convw_ptr + dr * K * D + dc
+    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
+    if K > 1:
+        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
+    if K > 2:
+        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
+    if K > 3:
+        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
+    ck_base = ckpt_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH) * (NP4 * D)
+    gslot = (pid_b.to(tl.int64) * 2 + dr) * NGRP + grp
+    gc_c = gcar_ptr + gslot * (NP4 * D) + dc
+    dA_c = dA_ptr + gslot * (NP4 * D) + dc
+
+    offs_j = tl.arange(0, T)
+    dmask2 = mask_d[:, None]
+    dc2 = dc[:, None]
+    zero2 = tl.zeros([BD, T], dtype=tl.int32)
+    dD_acc = tl.zeros([BD], dtype=tl.float32)
+    is_first = (offs_j == 0)[None, :]
+    is_last = (offs_j == T - 1)[None, :]
+    y_base = y_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
+    dxc_base = dxc_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
+    do_base = dout_ptr + pid_b.to(tl.int64) * s_do_b + dr * s_do_dir
+    dxd_base = dxd_ptr + ((pid_b.to(tl.int64) * L) * 2 * NDB + dr * NDB + pid_d) * PS
+    c_lo = grp * GCH
+    nc = tl.minimum(GCH, NCH - c_lo)
+    for cc in range(0, nc):
+        c = c_lo + nc - 1 - cc
+        pos = c * T + offs_j  # scan positions of the chunk's rows
+        valid = pos < L
+        tok = pos + dr * (L - 1 - 2 * pos)
+        tok = tl.where(valid, tok, 0)
+        valid2 = valid[None, :] & dmask2
+        # conv over the direction's past: scan positions i, i-1, ..., i-K+1
+        xrow = x_base + tok[None, :] * s_xz_l + dc2
+        pre = cb[:, None] + w0[:, None] * tl.load(xrow, mask=valid2, other=0.0).to(tl.float32)
+        if K > 1:
+            pre += w1[:, None] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[None, :], other=0.0).to(tl.float32)
+        if K > 2:
+            pre += w2[:, None] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[None, :], other=0.0).to(tl.float32)
+        if K > 3:
+            pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :], other=0.0).to(tl.float32)
+        sg = _sigmoid_precise(pre, FAST)
+        xc = pre * sg
+        z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
+        dout = tl.load(do_base + tok[None, :] * s_do_l + dc2, mask=valid2, other=0.0).to(tl.float32)
+        gy = dout * (z * _sigmoid_precise(z, FAST))
+        xdrow = xd_base + (tok * s_xd_l4)[None, :] * 4 + zero2
+        # dt_proj: the rank-R product first, the bias last, the sum's rounding kept apart (`_dt_split`)
+        dtp = tl.zeros([BD, T], dtype=tl.float32)
+        for r in tl.static_range(R):
+            wr = tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0)
+            dtp += wr[:, None] * tl.load(xdrow + r, mask=valid[None, :], other=0.0)
+        dtp, dtp_lo = _dt_split(dtp, bdt[:, None], FAST)
+        delta, sig_dt = _softplus_sigmoid(dtp, dtp_lo, FAST)
+        delta = tl.where(valid2, delta, 0.0)
+        u = delta * xc
+        yacc = tl.zeros([BD, T], dtype=tl.float32)
+        dxc_acc = tl.zeros([BD, T], dtype=tl.float32)
+        ddl_acc = tl.zeros([BD, T], dtype=tl.float32)
+        ck_c = ck_base + c * (NP4 * D) + dc
+        rowp = dxd_base + tok * (2 * NDB * PS)
+        for n in range(0, N):  # a run-time loop: an unrolled one lets the compiler hoist all states' loads
+            a2n = tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
+            An = tl.load(aneg_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
+            Bn = tl.load(xdrow + RP4 + n, mask=valid[None, :], other=0.0)
+            Cn = tl.load(xdrow + RP4 + NP4 + n, mask=valid[None, :], other=0.0)
+            hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
+            gcn = tl.load(gc_c + n * D, mask=mask_d, other=0.0)
+            dAn = tl.load(dA_c + n * D, mask=mask_d & (cc > 0), other=0.0)
+            a = _exp2(delta * a2n[:, None], FAST)
+            bx = u * Bn
+            # states h_j and ah_j = exp(delta_j A) h_{j-1} of the chunk's rows, from the checkpoint
+            ah_in = a * hin[:, None]
+            _, hs, ah = tl.associative_scan(
+                (a, tl.where(is_first, bx + ah_in, bx), tl.where(is_first, ah_in, 0.0)), 1, _lin_combine_prev
+            )
+            yacc += hs * Cn
+            g = gy * Cn + tl.where(is_last, gcn[:, None], 0.0)
+            # the adjoint scan G_j = g_j + a_{j+1} G_{j+1} as a forward scan of the flipped rows (Triton 3.6
+            # lowers `reverse=True` over in-thread rows with ~115 shuffles; the flips are register renames), the
+            # decay taken from the previous element of the scan (`_rev_shifted`): no exp(delta_{j+1} A) per row
+            _, _, G = tl.associative_scan((tl.full([BD, T], 1.0, tl.float32), tl.flip(a, 1), tl.flip(g, 1)), 1,
+                                          _rev_shifted)
+            G = tl.flip(G, 1)
+            Gah = G * ah
+            tl.store(dA_c + n * D, dAn + tl.sum(Gah * delta, axis=1), mask=mask_d)
+            GB = G * Bn
+            ddl_acc += GB * xc + Gah * An[:, None]
+            dxc_acc += GB * delta
+            dB = tl.sum(G * u, axis=0)
+            dC = tl.sum(gy * hs, axis=0)
+            tl.store(rowp + RP4 + n, dB, mask=valid)
+            tl.store(rowp + RP4 + NP4 + n, dC, mask=valid)
+            tl.store(gc_c + n * D, tl.sum(tl.where(is_first, a * G, 0.0), axis=1), mask=mask_d)
+        yv = yacc + dsk[:, None] * xc
+        tl.store(y_base + tok[None, :] * s_y_l + dc2, yv, mask=valid2)
+        tl.store(dxc_base + tok[None, :] * s_y_l + dc2, dxc_acc + gy * dsk[:, None], mask=valid2)
+        dD_acc += tl.sum(gy * xc, axis=1)
+        ddp = ddl_acc * sig_dt
+        tl.store(ddp_ptr + pid_b.to(tl.int64) * s_y_b + dr * D + tok[None, :] * s_y_l + dc2, ddp, mask=valid2)
+        tl.debug_barrier()  # the carry and dA rows stored above are read back by the next chunk
+    tl.store(dD_ptr + gslot * D + dc, dD_acc, mask=mask_d)
+
 
 @triton.jit
 def _xproj_bwd_kernel(
@@ -961,7 +1235,13 @@ SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 32, "U
 # The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
 # K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch).
 SUM_DIRECTIONS = True
-SCAN_BWD_CONFIG = {"BD": 32, "num_warps": 1, "T": 8}
+# Backward: VERSION 4 is the single-kernel backward (one sequential program per channel block, direction and sample:
+# 768 one-warp programs at batch 32; 29.8 ms per layer at batch 32 x 16 frames on the H100, 255 registers, its tiles
+# laid out with the T rows across lanes by Triton 3.6); VERSION 5 the two sweeps + chunk groups in parallel (offline
+# SASS, Triton 3.6, sm_90: group kernel T 8 254 registers / 168 with the cap, 396-427 instructions per state and
+# chunk; T 4 131-150 registers, 218-234; sweep kernel 128 registers, 162 with SWEEP_PIPE). GPU timings:
+# benchmarks/bench_scan_bwd.py.
+SCAN_BWD_CONFIG = {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": True}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
 XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True}
@@ -1129,14 +1409,11 @@ def _token_sum_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out.to(torch.float32)
 
 
-def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum: bool, A_log=None):
-    """Gradients of the two gated directions wrt xz and all scan parameters.
-
-    dout: (B, L, D) shared by both directions (dout_dir_stride 0) or (B, L, 2, D) (dout_dir_stride D).
-    A_log: (2, D, N), for the chain-rule factor dA/dA_log = A in float64 (else the float32 A of the tables).
-    Returns dxz (B, L, 2D) in xz's dtype, out_sum (B, L, D) = out_f + out_b (or None), and a dict of float32
-    parameter gradients in the stacked shapes.
-    """
+def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sweep_only=False):
+    """The scan kernels of the backward (SCAN_BWD_CONFIG["VERSION"] 4: `_scan_bwd_kernel`; 5: `_scan_bwd_sweep_kernel`
+    then `_scan_bwd_group_kernel`). a2 = A log2(e) and aneg = A (2, D, 4 NG) float32. Returns y, dxc, ddp
+    (B, L, 2, D), dxd_part (B, L, 2, channel blocks, PS) and the dA (B, 2, NBLK, 4 NG, D) / dD (B, 2, NBLK, D)
+    partial sums, all float32 (see the kernels' docstrings). `_sweep_only` (benchmarks): v5's sweeps only."""
     batch, length, _ = xz.shape
     d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
     cfg = SCAN_BWD_CONFIG
@@ -1151,23 +1428,66 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
     nblk = _cdiv(nch, DA_BLOCK)
     dA = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
     dD = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
+    if cfg.get("VERSION", 5) == 4:
+        _scan_bwd_kernel[(ndb, 2, batch)](
+            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
+            ckpt, y, dxc, ddp, dxd_part, dA, dD, aneg,
+            length, d_inner, nch, ndb,
+            xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+            dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
+            R=tabs.r, N=tabs.n, K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
+            BD=bd, T=t_chunk, FAST=fast,
+            REV_LATER_FIRST=_reverse_scan_later_first(dev), PIPE1=cfg.get("PIPE1", False), DA_BLOCK=DA_BLOCK,
+            num_warps=cfg["num_warps"],
+        )
+    else:
+        # v5: the two sequential sweeps side by side (states entering every chunk; adjoint carries entering every
+        # group of DA_BLOCK chunks from the right), then every group of chunks in parallel
+        gcar = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
+        sbd = cfg.get("SWEEP_BD", 32)
+        _scan_bwd_sweep_kernel[(_cdiv(d_inner, sbd), 4, batch)](
+            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, gcar,
+            length, d_inner, nch, nblk,
+            xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+            dout.stride(0), dout.stride(1), dout_dir_stride, 1,
+            K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
+            BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast, PIPE=cfg.get("SWEEP_PIPE", False), num_warps=1,
+            **({"maxnreg": cfg["SWEEP_MAXNREG"]} if cfg.get("SWEEP_MAXNREG") else {}),
+        )
+        if _sweep_only:
+            return None
+        maxnreg = cfg.get("maxnreg")
+        _scan_bwd_group_kernel[(ndb, 2, batch * nblk)](
+            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
+            ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, aneg,
+            length, d_inner, nch, ndb, nblk,
+            xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+            dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
+            R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
+            BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast,
+            num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
+        )
+        del gcar
+    del ckpt
+    return y, dxc, ddp, dxd_part, dA, dD
+
+
+def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum: bool, A_log=None):
+    """Gradients of the two gated directions wrt xz and all scan parameters.
+
+    dout: (B, L, D) shared by both directions (dout_dir_stride 0) or (B, L, 2, D) (dout_dir_stride D).
+    A_log: (2, D, N), for the chain-rule factor dA/dA_log = A in float64 (else the float32 A of the tables).
+    Returns dxz (B, L, 2D) in xz's dtype, out_sum (B, L, D) = out_f + out_b (or None), and a dict of float32
+    parameter gradients in the stacked shapes.
+    """
+    batch, length, _ = xz.shape
+    d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
     # A and A log2(e), each rounded once from float64 (the tables' a2 is float32 A times log2(e): two roundings)
     a_exact = -torch.exp(A_log.detach().double()) if A_log is not None else tabs.A.double()
     aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
     aneg[..., : tabs.n] = a_exact
     a2[..., : tabs.n] = a_exact * LOG2E
-    _scan_bwd_kernel[(ndb, 2, batch)](
-        xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
-        ckpt, y, dxc, ddp, dxd_part, dA, dD, aneg,
-        length, d_inner, nch, ndb,
-        xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
-        dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
-        R=tabs.r, N=tabs.n, K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-        BD=bd, T=t_chunk, FAST=fast,
-        REV_LATER_FIRST=_reverse_scan_later_first(dev), PIPE1=cfg.get("PIPE1", False), DA_BLOCK=DA_BLOCK,
-        num_warps=cfg["num_warps"],
-    )
-    del ckpt
+    y, dxc, ddp, dxd_part, dA, dD = _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs, a2, aneg)
     dxd = dxd_part.sum(3)
     del dxd_part
     if tabs.pad_index.numel():

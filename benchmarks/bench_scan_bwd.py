@@ -1,0 +1,188 @@
+"""The fused scan's backward, old (v4: one sequential program per channel block, direction and sample) against new
+(v5: two sweeps, then the chunks in parallel over groups), on one GPU, bf16, VideoMamba-Ti mixer sizes.
+
+    python benchmarks/bench_scan_bwd.py [--out DIR] [--skip-train] [--variants "v5 T8,v5 T4"]
+
+1. The scan kernels of the backward alone (`bimamba_triton._scan_bwd_scan`) and the whole `_scan_backward` of one
+   layer, at batch 32 x 16 frames (L = 3137) and batch 8 x 64 frames (L = 12545), per variant (CUDA events,
+   medians); each v5 variant's outputs and gradients against v4's (largest relative difference over the tensors,
+   norm-wise and element-wise).
+2. A training step of the whole Ti model (16 frames, batch 32, bf16) with v4 and with the fastest v5 variant.
+Prints a table; writes bench_scan_bwd.json to --out (default $OUT or .).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from videomamba import VideoMambaConfig, VideoMambaForVideoClassification  # noqa: E402
+from videomamba import bimamba_triton as bt  # noqa: E402
+from videomamba.modeling_videomamba import VideoMambaMixer  # noqa: E402
+
+
+VARIANTS = {  # SCAN_BWD_CONFIG for each variant
+    "v4": {"VERSION": 4, "BD": 32, "num_warps": 1, "T": 8},
+    "v5 T8": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
+    "v5 T8 r168": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": True},
+    "v5 T4": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
+    "v5 T4 r128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128, "SWEEP_PIPE": True},
+    "v5 T8 r168 nopipe": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": False},
+}
+
+
+def cuda_time(fn, warmup=1, reps=5):
+    """Median (and min, max) milliseconds of fn() over reps, CUDA events, after warmup calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), min(times), max(times)
+
+
+def set_variant(name):
+    bt.SCAN_BWD_CONFIG.clear()
+    bt.SCAN_BWD_CONFIG.update(VARIANTS[name])
+
+
+def layer_backward(results, batch, frames, names):
+    config = VideoMambaConfig.from_preset("tiny", scan_backend="triton")
+    length = 1 + frames * 196
+    torch.manual_seed(0)
+    mixer = VideoMambaMixer(config, layer_idx=0).cuda().to(torch.bfloat16)
+    with torch.no_grad():  # parameters away from their symmetric init, step sizes ~1e-3..0.3
+        for p in mixer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        for dt_proj in (mixer.dt_proj, mixer.dt_proj_b):
+            delta = torch.exp(torch.empty(dt_proj.bias.shape, device="cuda").uniform_(-7, -1.2))
+            dt_proj.bias.copy_(delta + torch.log(-torch.expm1(-delta)))
+    x = torch.randn(batch, length, config.hidden_size, device="cuda", dtype=torch.bfloat16)
+    dy = torch.randn(batch, length, config.intermediate_size, device="cuda", dtype=torch.bfloat16)
+    params = bt.stacked_mixer_parameters(mixer)
+    with torch.no_grad():
+        xz = mixer.in_proj(x)
+        tabs = bt._Tables(*params)
+        xdbl = bt._xproj_recompute(xz, tabs)
+        a_log = params[5]
+        a_exact = -torch.exp(a_log.detach().double())
+        aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
+        aneg[..., : tabs.n] = a_exact
+        a2[..., : tabs.n] = a_exact * bt.LOG2E
+    key = f"b{batch}_{frames}f_L{length}"
+    out, ref = {}, None
+    for name in names:
+        set_variant(name)
+        with torch.no_grad():
+            scan = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg))
+            whole = cuda_time(lambda: bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True, A_log=a_log))
+            dxz, osum, g = bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True, A_log=a_log)
+        tensors = {"dxz": dxz.float(), "out_sum": osum.float(), **g}
+        row = {"scan_kernels_ms": scan[0], "scan_kernels_min_max": scan[1:], "scan_backward_ms": whole[0]}
+        if VARIANTS[name]["VERSION"] == 5:
+            with torch.no_grad():
+                row["sweeps_ms"] = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg, True))[0]
+        if ref is None:
+            ref = tensors
+        else:
+            norm_rel, max_rel = {}, {}
+            for k, v in tensors.items():
+                r = ref[k].double()
+                d = (v.double() - r)
+                norm_rel[k] = (d.norm() / r.norm().clamp_min(1e-300)).item()
+                max_rel[k] = (d.abs().max() / r.abs().max().clamp_min(1e-300)).item()
+            row["vs_first_norm_rel"] = norm_rel
+            row["vs_first_max_rel"] = max_rel
+            row["vs_first_worst"] = max(max(norm_rel.values()), max(max_rel.values()))
+            row["finite"] = all(bool(torch.isfinite(v).all()) for v in tensors.values())
+        out[name] = row
+        print(f"{key:22s} {name:18s} scan kernels {scan[0]:8.2f} ms (sweeps {row.get('sweeps_ms', float('nan')):6.2f})"
+              f"  whole backward {whole[0]:8.2f} ms"
+              + (f"  worst rel diff vs {names[0]} {row['vs_first_worst']:.2e}" if "vs_first_worst" in row else ""),
+              flush=True)
+        del dxz, osum, g, tensors
+        torch.cuda.empty_cache()
+    results[f"layer_backward_{key}"] = out
+    del x, dy, xz, xdbl, mixer
+    torch.cuda.empty_cache()
+    return out
+
+
+def model_training(results, names, frames=16, batch=32):
+    config = VideoMambaConfig.from_preset("tiny", num_frames=frames, num_labels=400, scan_backend="triton")
+    torch.manual_seed(0)
+    model = VideoMambaForVideoClassification(config).cuda().to(torch.bfloat16).train()
+    video = torch.randn(batch, frames, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
+    labels = torch.randint(0, 400, (batch,), device="cuda")
+    out = {}
+    for name in names:
+        set_variant(name)
+
+        def step():
+            loss = model(video, labels=labels).loss
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        med, lo, hi = cuda_time(step, warmup=1, reps=3)
+        out[name] = {"ms": med, "videos_per_s": batch / med * 1e3, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+        print(f"train Ti {frames}f b{batch} {name:12s} {med:8.1f} ms  {batch / med * 1e3:6.1f} videos/s  "
+              f"peak {out[name]['peak_gib']:.2f} GiB", flush=True)
+    results[f"model_training_{frames}f_b{batch}"] = out
+    del model, video
+    torch.cuda.empty_cache()
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--variants", default=None, help="comma-separated names from VARIANTS (v4 always first)")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-64f", action="store_true")
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    names = list(VARIANTS) if not args.variants else ["v4"] + [n for n in args.variants.split(",") if n != "v4"]
+    default = dict(bt.SCAN_BWD_CONFIG)
+    results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "default_config": default}
+    try:
+        import triton
+
+        results["triton"] = triton.__version__
+    except ImportError:
+        pass
+    t0 = time.time()
+    res16 = layer_backward(results, 32, 16, names)
+    if not args.skip_64f:
+        layer_backward(results, 8, 64, names)
+    v5 = [n for n in names if n != "v4" and res16[n].get("finite") and res16[n]["vs_first_worst"] < 2e-2]
+    best = min(v5, key=lambda n: res16[n]["scan_kernels_ms"]) if v5 else None
+    results["fastest_v5_at_b32_16f"] = best
+    print(f"fastest v5 variant (batch 32, 16 frames, gradients within 2e-2 of v4): {best}")
+    if not args.skip_train:
+        model_training(results, ["v4"] + ([best] if best else []))
+    bt.SCAN_BWD_CONFIG.clear()
+    bt.SCAN_BWD_CONFIG.update(default)
+    results["wall_s"] = time.time() - t0
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "bench_scan_bwd.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"(bench wall {results['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
