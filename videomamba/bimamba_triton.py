@@ -23,8 +23,11 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
   directions in one `(batch, length, d_inner)` buffer (direction 0's launch writes it, direction 1's adds to it), so
   `out_proj` is one GEMM with K = d_inner; `bimamba_scan_fn` returns the directions separately,
   `out2 (batch, length, 2, d_inner)`.
-* Backward: `_scan_bwd_kernel` (per direction: a forward sweep that stores the state every `T` tokens, then chunks of
-  `T` tokens from the end, each recomputing its states with an in-register scan and running the adjoint scan),
+* Backward (v5, the default): `_scan_bwd_sweep_kernel` (both sequential sweeps in one launch: the states entering
+  every chunk of `T` tokens, and the adjoint entering every group of chunks from its right end), then
+  `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk recomputing its states with an in-register
+  scan and running the adjoint scan). v4 (`SCAN_BWD_CONFIG["VERSION"] = 4`): `_scan_bwd_kernel` (per direction: a
+  forward sweep that stores the state every `T` tokens, then chunks of `T` tokens from the end),
   `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv backward
   into the `in_proj` output layout, `z` gradient). Nothing of size `(batch, length, d_inner, N)` is ever stored.
 
@@ -570,7 +573,8 @@ def _scan_bwd_kernel(
     of DA_BLOCK chunks (NBLK = cdiv(NCH, DA_BLOCK)), added in float64 on the host: a float32 sum runs over at most
     DA_BLOCK * T tokens (one over the whole sequence would be what limits their accuracy on long ones).
     aneg (2, D, 4 NG) holds A itself (a2 = A log2(e) is only for the exponentials).
-    `s_c` is the channel stride (always 1, unspecialised so that the (T, BD) tiles keep T inside each lane).
+    `s_c` is the channel stride (always 1, unspecialised so that the (T, BD) tiles keep T inside each lane; Triton 3.6
+    puts T across 8 lanes anyway, see NOTES_triton.md "Backward v5").
     RP4 = 4 RG, NP4 = 4 NG, PS = RP4 + 2 NP4.
     """
     pid_d = tl.program_id(0)
