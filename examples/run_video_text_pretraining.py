@@ -161,7 +161,9 @@ def build_model(model_args, data_args, vocab_size):
         vision_config = VideoMambaConfig.from_pretrained(model_args.vision_model_name_or_path)
         vision_config.num_frames, vision_config.image_size = data_args.num_frames, data_args.image_size
     else:
-        overrides = {"num_frames": data_args.num_frames, "image_size": data_args.image_size}
+        # From scratch: Mamba's step-size initialisation (0.001-0.1, slow forgetting) rather than the official one
+        # (~0.7), as the classification demo measured (the pooled features then see the whole clip).
+        overrides = {"num_frames": data_args.num_frames, "image_size": data_args.image_size, "use_mamba_dt_init": True}
         if model_args.vision_num_layers:
             overrides["num_hidden_layers"] = model_args.vision_num_layers
         if model_args.vision_hidden_size:

@@ -665,6 +665,49 @@ def test_trainer_steps_lower_the_loss_and_log_every_loss(tokenizer, processor, t
     assert 0.001 <= model.temperature.item() <= 0.5
 
 
+def test_contrastive_training_aligns_videos_with_their_captions_without_collapse(processor):
+    """The failure this guards against: all video embeddings converging to one point, the contrastive loss stuck at
+    log(batch) and retrieval at chance. 16 demo clips (4 digits x 2 directions x 2 draws; the two draws of a caption
+    are positives), 200 AdamW steps on the contrastive loss alone must find the pairs."""
+    from sklearn.datasets import load_digits
+
+    from videomamba.demo_data import render_moving_digit
+
+    digits, rng = load_digits(), np.random.default_rng(0)
+    clips, captions = [], []
+    for digit in (0, 1, 3, 7):
+        for direction in ("left", "right"):
+            for draw in range(2):
+                image = digits.images[np.flatnonzero(digits.target == digit)[draw]]
+                clips.append(render_moving_digit(image, direction, 4, 32, rng))
+                captions.append(f"the digit {digit} moves to the {direction}")
+    batch = processor(text=captions, videos=clips, return_tensors="pt", do_sample_frames=False)
+    video_ids = torch.arange(16) // 2
+    torch.manual_seed(0)
+    config = make_config(
+        len(processor.tokenizer), vision_config=tiny_config(use_mamba_dt_init=True), alignment_hidden_size=None,
+        pool_per_frame=False,
+    )
+    model = VideoMambaForVideoTextRetrieval(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    for _ in range(200):
+        out = model(**batch, video_ids=video_ids, loss_weights={"vtc": 1.0}, return_dict=True)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        out = model(**batch, video_ids=video_ids, loss_weights={"vtc": 1.0}, return_dict=True)
+        video = F.normalize(out.video_embeds, dim=-1)
+    off_diagonal = (video @ video.t())[~torch.eye(16, dtype=torch.bool)]
+    text_to_video_r1 = (video_ids[out.logits_per_text.argmax(1)] == video_ids).float().mean().item()
+    print(f"loss {out.loss.item():.3f} (chance {math.log(16):.3f}, optimum {math.log(2):.3f}), t2v R@1 "
+          f"{text_to_video_r1:.2f} (chance 0.125), mean video cosine {off_diagonal.mean().item():.3f}")
+    assert out.loss.item() < 0.6 * math.log(16)
+    assert text_to_video_r1 >= 0.5
+    assert off_diagonal.mean().item() < 0.9
+
+
 def test_trainer_rejects_bad_setups(tokenizer, processor, tmp_path):
     model = VideoMambaForVideoTextRetrieval(make_config(len(tokenizer), alignment_hidden_size=None))
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)

@@ -1244,8 +1244,9 @@ SUM_DIRECTIONS = True
 # laid out with the T rows across lanes by Triton 3.6); VERSION 5 the two sweeps + chunk groups in parallel (offline
 # SASS, Triton 3.6, sm_90: group kernel T 8 254 registers / 168 with the cap, 396-427 instructions per state and
 # chunk; T 4 131-150 registers, 218-234; sweep kernel 128 registers, 162 with SWEEP_PIPE). GPU timings:
-# benchmarks/bench_scan_bwd.py.
-SCAN_BWD_CONFIG = {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": True}
+# benchmarks/bench_scan_bwd.py (H100, Ti mixer, bf16, batch 32 x 16 frames: scan kernels v4 26.3 ms, v5 T 8 7.45,
+# with the cap 7.78, T 4 8.12; batch 8 x 64 frames: 89.8 -> 11.9 ms).
+SCAN_BWD_CONFIG = {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
 XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True}

@@ -347,11 +347,9 @@ class VideoMambaMixer(nn.Module):
     def resolve_backend(self, hidden_states: torch.Tensor) -> str:
         backend = self.config.scan_backend
         if backend == "auto":
-            # The fused Triton scan is the fastest forward on an H100 (benchmarks/RESULTS.md), but its backward is
-            # slower than the stock kernels' (benchmarks/NOTES_triton.md), so it is picked only when no gradient is
-            # needed.
-            needs_grad = torch.is_grad_enabled() and hidden_states.requires_grad
-            if hidden_states.is_cuda and not needs_grad and is_triton_scan_available():
+            # The fused Triton scan is the fastest on an H100 in inference and, since its parallel backward (v5), in
+            # training too, at a fifth of the stock kernels' training memory (benchmarks/RESULTS.md).
+            if hidden_states.is_cuda and is_triton_scan_available():
                 return "triton"
             if hidden_states.is_cuda and is_mamba_ssm_available():
                 return "mamba_ssm"
@@ -452,11 +450,6 @@ class VideoMambaMixer(nn.Module):
 
     # --- fused Triton kernel -----------------------------------------------------------------------------------
     def triton_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and hidden_states.requires_grad:
-            logger.warning_once(
-                "scan_backend='triton' in training: the fused Triton backward is correct but slower than the stock "
-                "kernels' (about 0.56x on an H100); scan_backend='auto' trains with mamba-ssm where it is installed."
-            )
         return bimamba_scan_triton(self, hidden_states)
 
 
