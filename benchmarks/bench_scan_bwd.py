@@ -14,7 +14,6 @@ Prints a table; writes bench_scan_bwd.json to --out (default $OUT or .).
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -27,6 +26,8 @@ from videomamba import VideoMambaConfig, VideoMambaForVideoClassification  # noq
 from videomamba import bimamba_triton as bt  # noqa: E402
 from videomamba.modeling_videomamba import VideoMambaMixer  # noqa: E402
 
+from bench_scan import cuda_time  # noqa: E402  (same folder)
+
 
 VARIANTS = {  # SCAN_BWD_CONFIG for each variant
     "v4": {"VERSION": 4, "BD": 32, "num_warps": 1, "T": 8},
@@ -36,22 +37,6 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant
     "v5 T4 r128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128, "SWEEP_PIPE": True},
     "v5 T8 r168 nopipe": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": False},
 }
-
-
-def cuda_time(fn, warmup=1, reps=5):
-    """Median (and min, max) milliseconds of fn() over reps, CUDA events, after warmup calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), min(times), max(times)
 
 
 def set_variant(name):
@@ -87,14 +72,14 @@ def layer_backward(results, batch, frames, names):
     for name in names:
         set_variant(name)
         with torch.no_grad():
-            scan = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg))
-            whole = cuda_time(lambda: bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True, A_log=a_log))
+            scan = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg), warmup=1, reps=5)
+            whole = cuda_time(lambda: bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True, A_log=a_log), warmup=1, reps=5)
             dxz, osum, g = bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True, A_log=a_log)
         tensors = {"dxz": dxz.float(), "out_sum": osum.float(), **g}
         row = {"scan_kernels_ms": scan[0], "scan_kernels_min_max": scan[1:], "scan_backward_ms": whole[0]}
         if VARIANTS[name]["VERSION"] == 5:
             with torch.no_grad():
-                row["sweeps_ms"] = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg, True))[0]
+                row["sweeps_ms"] = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg, True), warmup=1, reps=5)[0]
         if ref is None:
             ref = tensors
         else:
