@@ -242,6 +242,26 @@ def model_inference(results, frames, batch, backends):
     return out
 
 
+def time_training_step(model, video, labels) -> dict:
+    """Median milliseconds, videos/s and peak GiB of one forward + backward of `model` on `video` (or {"oom": True})."""
+
+    def step():
+        loss = model(video, labels=labels).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        med, _, _ = cuda_time(step, warmup=1, reps=3)
+        result = {"ms": med, "videos_per_s": video.shape[0] / med * 1e3,
+                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+    except torch.cuda.OutOfMemoryError:
+        result = {"oom": True}
+    torch.cuda.empty_cache()
+    return result
+
+
 def model_training(results, frames, batch, backends):
     model = make_model(frames).train()
     video = torch.randn(batch, frames, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
@@ -249,21 +269,7 @@ def model_training(results, frames, batch, backends):
     out = {}
     for backend in backends:
         model.config.scan_backend = backend
-
-        def step():
-            loss = model(video, labels=labels).loss
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        try:
-            med, lo, hi = cuda_time(step, warmup=1, reps=3)
-            out[backend] = {"ms": med, "videos_per_s": batch / med * 1e3,
-                            "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-        except torch.cuda.OutOfMemoryError:
-            out[backend] = {"oom": True}
-        torch.cuda.empty_cache()
+        out[backend] = time_training_step(model, video, labels)
     results[f"model_training_{frames}f_b{batch}"] = out
     del model, video
     torch.cuda.empty_cache()

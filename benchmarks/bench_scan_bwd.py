@@ -26,7 +26,7 @@ from videomamba import VideoMambaConfig, VideoMambaForVideoClassification  # noq
 from videomamba import bimamba_triton as bt  # noqa: E402
 from videomamba.modeling_videomamba import VideoMambaMixer  # noqa: E402
 
-from bench_scan import cuda_time  # noqa: E402  (same folder)
+from bench_scan import cuda_time, time_training_step  # noqa: E402  (same folder)
 
 
 VARIANTS = {  # SCAN_BWD_CONFIG for each variant
@@ -115,18 +115,10 @@ def model_training(results, names, frames=16, batch=32):
     out = {}
     for name in names:
         set_variant(name)
-
-        def step():
-            loss = model(video, labels=labels).loss
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        med, lo, hi = cuda_time(step, warmup=1, reps=3)
-        out[name] = {"ms": med, "videos_per_s": batch / med * 1e3, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
-        print(f"train Ti {frames}f b{batch} {name:12s} {med:8.1f} ms  {batch / med * 1e3:6.1f} videos/s  "
-              f"peak {out[name]['peak_gib']:.2f} GiB", flush=True)
+        out[name] = time_training_step(model, video, labels)
+        if "oom" not in out[name]:
+            print(f"train Ti {frames}f b{batch} {name:12s} {out[name]['ms']:8.1f} ms  "
+                  f"{out[name]['videos_per_s']:6.1f} videos/s  peak {out[name]['peak_gib']:.2f} GiB", flush=True)
     results[f"model_training_{frames}f_b{batch}"] = out
     del model, video
     torch.cuda.empty_cache()

@@ -97,6 +97,15 @@ def model_breakdown(out_dir, batch=128, frames=16):
     return {"total_ms": round(total, 2), **rows}
 
 
+def run_backward_once(batch):
+    """One backward of the scan at `batch` (compiles its kernels; under ncu, profiles them)."""
+    config, mixer, xz, tabs, xdbl = setup(batch)
+    dy = torch.randn(batch, xz.shape[1], config.intermediate_size, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True)
+    torch.cuda.synchronize()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -111,11 +120,7 @@ def main():
             bt._scan_forward(xz, xdbl, tabs)
         del xz, xdbl
         torch.cuda.empty_cache()
-        config, mixer, xz, tabs, xdbl = setup(32)
-        dy = torch.randn(32, xz.shape[1], config.intermediate_size, device="cuda", dtype=torch.bfloat16)
-        with torch.no_grad():
-            bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True)
-        torch.cuda.synchronize()
+        run_backward_once(32)
         return
 
     os.makedirs(args.out, exist_ok=True)
@@ -131,11 +136,7 @@ def main():
         del xz, xdbl
         torch.cuda.empty_cache()
     # one backward so that its kernels are compiled and listed
-    config, mixer, xz, tabs, xdbl = setup(4)
-    dy = torch.randn(4, xz.shape[1], config.intermediate_size, device="cuda", dtype=torch.bfloat16)
-    with torch.no_grad():
-        bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True)
-    torch.cuda.synchronize()
+    run_backward_once(4)
 
     breakdown = model_breakdown(args.out)
 

@@ -224,9 +224,8 @@ def _torch_load_weights_only(path: Path):
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise ConversionError(
             f"Could not read {path} with torch.load(weights_only=True): {first_line}\nThe file holds Python objects "
-            "beyond tensors (or is no PyTorch checkpoint). If you trust it, re-save only the weights in the research "
-            "environment, e.g. `torch.save(torch.load(p, weights_only=False)['model'], 'weights.pth')`, and convert "
-            "that file."
+            "beyond tensors (or is no PyTorch checkpoint). If you trust it, re-save only its state dict (the tensors "
+            "under its 'model' key) with torch.save in the environment that wrote it, and convert that file."
         ) from error
 
 
