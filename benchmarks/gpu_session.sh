@@ -2,7 +2,7 @@
 # One GPU call: install the carried wheels, then run the given steps in order; every log and result lands in
 # $RES (default /tmp/res) and is packed into $OUT/results.tar.gz at the end (the device tool returns at most 8 files).
 # Usage (device tool, carry .wheels/kernels .wheels/av .wheels/data):
-#   bash benchmarks/gpu_session.sh tests profile recipes videotext longclip hourlong finetune bench-quick bench-sizes
+#   bash benchmarks/gpu_session.sh tests breakdown profile recipes videotext longclip hourlong finetune bench-quick bench-sizes
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; RES=${RES:-/tmp/res}; mkdir -p "$OUT" "$RES"
 python3 -m pip install -q --no-deps --no-index --target /tmp/site .wheels/*/*.whl >"$RES/pip.log" 2>&1 || tail -5 "$RES/pip.log"
@@ -31,6 +31,9 @@ for step in "$@"; do
         grep -E "Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|Executed Ipc A|No Eligible|Warp Cycles Per Issued|Waves Per SM|Compute \(SM\) Throughput|Memory Throughput" \
           "$RES/profile/details.txt" | head -60
       fi ;;
+    breakdown)
+      mkdir -p "$RES/profile"
+      timeout 150 python3 benchmarks/profile_scan.py --breakdown --out "$RES/profile" 2>&1 | tee "$RES/profile/breakdown.log" ;;
     recipes)
       timeout ${RECIPES_TIMEOUT:-330} python3 benchmarks/gpu_recipes.py --docs_dir "$RES/docs" ${RECIPES_ARGS:-} 2>&1 \
         | tee "$RES/recipes.log" | grep -E "^\[|teacher:|distillation:|masked alignment:|done in|Error|error" | tail -12 ;;

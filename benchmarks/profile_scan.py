@@ -67,28 +67,40 @@ def compiled_kernels():
     return found
 
 
-def model_breakdown(out_dir, batch=128, frames=16):
-    """GPU time per kernel of one VideoMamba-Ti forward (bf16, Triton backend, batch 128, 16 frames), from the
-    PyTorch profiler; printed and returned as {kernel name: ms}."""
+def model_breakdown(out_dir, batch=128, frames=16, train=False, top=20):
+    """GPU time per kernel of one VideoMamba-Ti forward (bf16, Triton backend; batch 128, 16 frames), or with
+    `train` of one training step (forward + backward), from the PyTorch profiler; printed and returned as
+    {kernel name: ms}."""
     from torch.profiler import ProfilerActivity, profile
 
     from videomamba import VideoMambaForVideoClassification
 
     config = VideoMambaConfig.from_preset("tiny", num_frames=frames, num_labels=400, scan_backend="triton")
-    model = VideoMambaForVideoClassification(config).cuda().to(torch.bfloat16).eval()
+    model = VideoMambaForVideoClassification(config).cuda().to(torch.bfloat16)
+    model.train(train)
     video = torch.randn(batch, frames, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
-    with torch.inference_mode():
-        total = cuda_ms(lambda: model(video), reps=3)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            model(video)
-            torch.cuda.synchronize()
+    labels = torch.randint(0, 400, (batch,), device="cuda")
+
+    def step():
+        if train:
+            model(video, labels=labels).loss.backward()
+            model.zero_grad(set_to_none=True)
+        else:
+            with torch.inference_mode():
+                model(video)
+
+    total = cuda_ms(step, reps=3)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
     rows = {}
     for event in prof.key_averages():
         t = getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
         if t:
             rows[event.key[:90]] = round(t / 1e3, 3)
-    rows = dict(sorted(rows.items(), key=lambda kv: -kv[1])[:20])
-    print(f"Ti forward, batch {batch}, {frames} frames: {total:.1f} ms ({batch / total * 1e3:.0f} videos/s); "
+    rows = dict(sorted(rows.items(), key=lambda kv: -kv[1])[:top])
+    what = "training step" if train else "forward"
+    print(f"Ti {what}, batch {batch}, {frames} frames: {total:.1f} ms ({batch / total * 1e3:.0f} videos/s); "
           "GPU time per kernel (ms, all 24 layers):")
     for name, ms in rows.items():
         print(f"  {ms:9.3f}  {name}")
@@ -110,6 +122,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--ncu", action="store_true", help="one launch of each kernel, no warm-up (for ncu)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only the per-kernel GPU time of a forward (batch 128) and a training step (batch 32)")
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 88, 128, 176])
     args = parser.parse_args()
 
@@ -124,6 +138,12 @@ def main():
         return
 
     os.makedirs(args.out, exist_ok=True)
+    if args.breakdown:
+        found = {"forward_b128_16f": model_breakdown(args.out, top=25),
+                 "train_b32_16f": model_breakdown(args.out, batch=32, train=True, top=30)}
+        with open(os.path.join(args.out, "breakdown.json"), "w") as f:
+            json.dump(found, f, indent=1)
+        return
     scaling = {}
     for batch in args.batches:
         config, mixer, xz, tabs, xdbl = setup(batch)
