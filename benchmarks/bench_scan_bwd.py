@@ -1,12 +1,14 @@
 """The fused scan's backward, old (v4: one sequential program per channel block, direction and sample) against new
 (v5: two sweeps, then the chunks in parallel over groups), on one GPU, bf16, VideoMamba-Ti mixer sizes.
 
-    python benchmarks/bench_scan_bwd.py [--out DIR] [--skip-train] [--variants "v5 T8,v5 T4"]
+    python benchmarks/bench_scan_bwd.py [--out DIR] [--skip-train] [--variants "v5 T8,v5 T4"] [--aux]
 
 1. The scan kernels of the backward alone (`bimamba_triton._scan_bwd_scan`) and the whole `_scan_backward` of one
    layer, at batch 32 x 16 frames (L = 3137) and batch 8 x 64 frames (L = 12545), per variant (CUDA events,
    medians); each v5 variant's outputs and gradients against v4's (largest relative difference over the tensors,
    norm-wise and element-wise).
+   With --aux, first the x_proj / SiLU and conv backward kernels' launch settings (`AUX_VARIANTS`), timed as the
+   whole layer backward; the fastest is kept for the rest of the run.
 2. A training step of the whole Ti model (16 frames, batch 32, bf16) with v4 and with the fastest v5 variant.
 Prints a table; writes bench_scan_bwd.json to --out (default $OUT or .).
 """
@@ -37,6 +39,63 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant
     "v5 T4 r128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128, "SWEEP_PIPE": True},
     "v5 T8 r168 nopipe": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": False},
 }
+
+
+AUX_VARIANTS = {  # changes to (XPROJ_BWD_CONFIG, CONV_BWD_CONFIG): the x_proj / SiLU and conv backward kernels
+    "aux default": ({}, {}),
+    "aux conv BT16": ({}, {"BT": 16}),
+    "aux conv BT16 w4": ({}, {"BT": 16, "num_warps": 4}),
+    "aux conv BT32 r128": ({}, {"maxnreg": 128}),
+    "aux xproj BC32": ({"BC": 32}, {}),
+    "aux xproj BT32 w4": ({"BT": 32, "num_warps": 4}, {}),
+    "aux progs x2": ({"PROGRAMS": 16 * 132}, {}),
+    "aux progs x4 conv BT16": ({"PROGRAMS": 32 * 132}, {"BT": 16}),
+}
+
+
+def aux_kernels(results, batch=32, frames=16):
+    """The whole `_scan_backward` of one layer under each AUX_VARIANTS entry (scan kernels at their defaults); keeps
+    the fastest whose gradients match the first's (relative 1e-3) in bt.XPROJ_BWD_CONFIG / CONV_BWD_CONFIG."""
+    config = VideoMambaConfig.from_preset("tiny", scan_backend="triton")
+    length = 1 + frames * 196
+    torch.manual_seed(0)
+    mixer = VideoMambaMixer(config, layer_idx=0).cuda().to(torch.bfloat16)
+    x = torch.randn(batch, length, config.hidden_size, device="cuda", dtype=torch.bfloat16)
+    dy = torch.randn(batch, length, config.intermediate_size, device="cuda", dtype=torch.bfloat16)
+    params = bt.stacked_mixer_parameters(mixer)
+    base = (dict(bt.XPROJ_BWD_CONFIG), dict(bt.CONV_BWD_CONFIG))
+    with torch.no_grad():
+        xz = mixer.in_proj(x)
+        tabs = bt._Tables(*params)
+        recompute_ms = cuda_time(lambda: bt._xproj_recompute(xz, tabs), warmup=1, reps=5)[0]
+        xdbl = bt._xproj_recompute(xz, tabs)
+    out, ref, best = {"x_dbl recompute ms": recompute_ms}, None, None
+    print(f"x_dbl recompute (precision {bt.XPROJ_RECOMPUTE_PRECISION}): {recompute_ms:.3f} ms", flush=True)
+    for name, (xchange, cchange) in AUX_VARIANTS.items():
+        bt.XPROJ_BWD_CONFIG.clear(); bt.XPROJ_BWD_CONFIG.update({**base[0], **xchange})
+        bt.CONV_BWD_CONFIG.clear(); bt.CONV_BWD_CONFIG.update({**base[1], **cchange})
+        with torch.no_grad():
+            ms = cuda_time(lambda: bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True, A_log=params[5]),
+                           warmup=1, reps=5)[0]
+            dxz, osum, g = bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True, A_log=params[5])
+        tensors = {"dxz": dxz.float(), "out_sum": osum.float(), **g}
+        if ref is None:
+            ref, worst = tensors, 0.0
+        else:
+            worst = max(((v.double() - ref[k].double()).norm() / ref[k].double().norm().clamp_min(1e-300)).item()
+                        for k, v in tensors.items())
+        out[name] = {"scan_backward_ms": ms, "worst_rel_vs_first": worst}
+        print(f"b{batch} {frames}f {name:24s} whole layer backward {ms:7.2f} ms  worst rel diff {worst:.1e}", flush=True)
+        if worst < 1e-3 and (best is None or ms < out[best]["scan_backward_ms"]):
+            best = name
+    out["picked"] = best
+    bt.XPROJ_BWD_CONFIG.clear(); bt.XPROJ_BWD_CONFIG.update({**base[0], **AUX_VARIANTS[best][0]})
+    bt.CONV_BWD_CONFIG.clear(); bt.CONV_BWD_CONFIG.update({**base[1], **AUX_VARIANTS[best][1]})
+    results[f"aux_kernels_b{batch}_{frames}f"] = out
+    print(f"picked {best}: XPROJ_BWD_CONFIG {bt.XPROJ_BWD_CONFIG} CONV_BWD_CONFIG {bt.CONV_BWD_CONFIG}", flush=True)
+    del x, dy, xz, xdbl, mixer
+    torch.cuda.empty_cache()
+    return out
 
 
 def set_variant(name):
@@ -130,6 +189,7 @@ def main():
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--variants", default=None, help="comma-separated names from VARIANTS (v4 always first)")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--aux", action="store_true", help="first tune the x_proj / conv backward kernels (AUX_VARIANTS)")
     parser.add_argument("--skip-64f", action="store_true")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -143,6 +203,8 @@ def main():
     except ImportError:
         pass
     t0 = time.time()
+    if args.aux:
+        aux_kernels(results)
     res16 = layer_backward(results, 32, 16, names)
     if not args.skip_64f:
         layer_backward(results, 8, 64, names)

@@ -4,10 +4,11 @@
 and the instruction mix of each loop, from the SASS (`cuobjdump` ships in the Triton wheel).
 
     pip download triton==3.6.0 --no-deps -d /tmp/tr && pip install --no-deps --target /tmp/t36 /tmp/tr/triton-*.whl
-    PYTHONPATH=/tmp/t36:. python benchmarks/sass_offline.py fwd [KEY=JSON ...]      # fwd | xproj | bwd
+    PYTHONPATH=/tmp/t36:. python benchmarks/sass_offline.py fwd [KEY=JSON ...]      # fwd | xproj | recompute | bwd
 
 KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`), XPROJ_CONFIG with an `X_` prefix
-(`X_SPLIT=true`), or SCAN_BWD_CONFIG with a `B_` prefix (`B_VERSION=4 B_T=8`). The SASS goes to /tmp/<kernel>.sass, the PTX and TTGIR of the forward scan beside it. Use the
+(`X_SPLIT=true`), SCAN_BWD_CONFIG with a `B_` prefix (`B_VERSION=4 B_T=8`), XPROJ_BWD_CONFIG with `XB_`,
+CONV_BWD_CONFIG with `CB_`. The SASS goes to /tmp/<kernel>.sass, the PTX and TTGIR of the forward scan beside it. Use the
 Triton version of the GPU machine: the layouts, and so the instruction counts, differ between versions.
 """
 import collections, os, re, subprocess, sys, tempfile
@@ -85,6 +86,10 @@ for kv in sys.argv[2:]:
     k, v = kv.split("=")
     if k.startswith("B_"):
         bt.SCAN_BWD_CONFIG[k.removeprefix("B_")] = _json.loads(v)
+    elif k.startswith("XB_"):
+        bt.XPROJ_BWD_CONFIG[k.removeprefix("XB_")] = _json.loads(v)
+    elif k.startswith("CB_"):
+        bt.CONV_BWD_CONFIG[k.removeprefix("CB_")] = _json.loads(v)
     else:
         (bt.XPROJ_CONFIG if k.startswith("X_") else bt.SCAN_FWD_CONFIG)[k.removeprefix("X_")] = _json.loads(v)
 config = VideoMambaConfig.from_preset("tiny")
@@ -99,6 +104,8 @@ if which == "fwd":
     bt._scan_forward(xz, xdbl, tabs)
 elif which == "xproj":
     bt._xproj_forward(xz, tabs)
+elif which == "recompute":
+    bt._xproj_recompute(xz, tabs)
 elif which == "bwd":
     dy = torch.randn(B, L, config.intermediate_size, dtype=torch.bfloat16)
     try:

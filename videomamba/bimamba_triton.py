@@ -37,7 +37,7 @@ SiLU gates use the hardware `tanh.approx` (error ~2^-11, under the input's own r
 `xc` rounded to the input dtype (as the stock path does), accumulating in float32; the scan itself uses the float32
 `xc`.
 
-Backward numerics: x_dbl recomputed with float32 products for every input dtype; in float32 mode the sigmoids and
+Backward numerics: x_dbl recomputed from float32 operands for every input dtype (half inputs: tf32x3 products); in float32 mode the sigmoids and
 softplus through a range-reduced exp (`_exp_precise`; `exp2(x log2 e)` errs by |x| ulp); exp(delta A) h_{j-1} carried
 by the state scan itself (never h_j - delta B x); the dt_proj output summed before its bias; the gradients that sum
 over tokens in float32 over blocks (A, D: 128 tokens; dt_proj: 256; conv, x_proj: a sample or a token split), the
@@ -148,12 +148,14 @@ def _conv_xproj_kernel(
     L, D,
     s_xz_b, s_xz_l, s_xd_b, s_xd_l,
     PS: tl.constexpr, PSP: tl.constexpr, K: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, IEEE: tl.constexpr, FAST: tl.constexpr = False, TANH: tl.constexpr = False,
+    BT: tl.constexpr, BC: tl.constexpr, PREC: tl.constexpr, FAST: tl.constexpr = False, TANH: tl.constexpr = False,
 ):
     """x_dbl[b, t, dir] = silu(conv_dir(x)[t] + bias_dir) @ x_proj_dir.T for both directions, padded rows.
 
     xz: (B, L, 2D) with x = [..., :D]; convw: (2, K, D) fp32; convb: (2, D) fp32; wx: (2, PSP, D) fp32, x_proj
     rows scattered to the padded row layout (zero rows elsewhere); xdbl: (B, L, 2, PS) fp32. Grid (cdiv(L, BT), B).
+    PREC: "half" (xc and the weights rounded to the input dtype for the tensor cores, as the stock path does),
+    "ieee" (float32 products) or "tf32x3" (float32 operands split in three tensor-core products, ~float32 accurate).
     """
     pid_t = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -190,9 +192,9 @@ def _conv_xproj_kernel(
         xc_b = pre_b * _sigmoid(pre_b, FAST, TANH)
         w_f = tl.load(wx_ptr + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
         w_b = tl.load(wx_ptr + PSP * D + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
-        if IEEE:
-            acc_f = tl.dot(xc_f, w_f, acc_f, input_precision="ieee")
-            acc_b = tl.dot(xc_b, w_b, acc_b, input_precision="ieee")
+        if PREC != "half":  # float32 operands: "ieee" products, or "tf32x3" (three tensor-core products)
+            acc_f = tl.dot(xc_f, w_f, acc_f, input_precision=PREC)
+            acc_b = tl.dot(xc_b, w_b, acc_b, input_precision=PREC)
         else:
             # half inputs: xc rounded to the input dtype as the stock path does, weights exact in it
             op_dtype = xz_ptr.dtype.element_ty
@@ -210,7 +212,7 @@ def _conv_xproj_dir_kernel(
     L, D,
     s_xz_b, s_xz_l, s_xd_b, s_xd_l,
     PS: tl.constexpr, PSP: tl.constexpr, K: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, IEEE: tl.constexpr, FAST: tl.constexpr = False, TANH: tl.constexpr = False,
+    BT: tl.constexpr, BC: tl.constexpr, PREC: tl.constexpr, FAST: tl.constexpr = False, TANH: tl.constexpr = False,
 ):
     """`_conv_xproj_kernel` with one direction per program (grid (cdiv(L, BT), B, 2)): half the accumulators and
     conv tiles per program, K shifted loads instead of 2 K - 1 for both directions together.
@@ -237,8 +239,8 @@ def _conv_xproj_dir_kernel(
             pre += w[None, :] * xj
         xc = pre * _sigmoid(pre, FAST, TANH)
         wd = tl.load(wx_ptr + dr * PSP * D + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
-        if IEEE:
-            acc = tl.dot(xc, wd, acc, input_precision="ieee")
+        if PREC != "half":
+            acc = tl.dot(xc, wd, acc, input_precision=PREC)
         else:
             op_dtype = xz_ptr.dtype.element_ty
             acc = tl.dot(xc.to(op_dtype), wd.to(op_dtype), acc)
@@ -1043,83 +1045,61 @@ def _xproj_bwd_kernel(
     PS: tl.constexpr, PSP: tl.constexpr, K: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, IEEE: tl.constexpr,
 ):
-    """x_proj and SiLU backward for both directions. Grid (channel blocks, token splits, B).
+    """x_proj and SiLU backward, one direction per program. Grid (channel blocks, token splits, 2 * B).
 
     dxd: (B, L, 2, PS) fp32, the gradient wrt x_dbl; dxc: (B, L, 2, D) fp32 from the scan. Writes
     dpre (B, L, 2, D) fp32 = (dxc + dxd @ x_proj) * silu'(pre), and per (sample, split) partial sums
     dwx (B * splits, 2, PSP, D) (gradient wrt the padded x_proj weight) and dcb (B * splits, 2, D) (conv bias).
+    The conv is recomputed in the direction's order: forward taps x[t - j], backward taps x[t + j].
     """
     pid_c = tl.program_id(0)
     pid_s = tl.program_id(1)
-    pid_b = tl.program_id(2)
+    pid_b = tl.program_id(2) // 2
+    dr = tl.program_id(2) % 2
+    step = 1 - 2 * dr
     nsplit = tl.num_programs(1)
     offs_c = pid_c * BC + tl.arange(0, BC)
     mask_c = offs_c < D
     offs_p = tl.arange(0, PSP)
     mask_p = offs_p < PS
-    w_f = tl.load(wx_ptr + offs_p[:, None] * D + offs_c[None, :], mask=mask_c[None, :], other=0.0)
-    w_b = tl.load(wx_ptr + PSP * D + offs_p[:, None] * D + offs_c[None, :], mask=mask_c[None, :], other=0.0)
-    cb_f = tl.load(convb_ptr + offs_c, mask=mask_c, other=0.0)
-    cb_b = tl.load(convb_ptr + D + offs_c, mask=mask_c, other=0.0)
+    w = tl.load(wx_ptr + dr * PSP * D + offs_p[:, None] * D + offs_c[None, :], mask=mask_c[None, :], other=0.0)
+    cb = tl.load(convb_ptr + dr * D + offs_c, mask=mask_c, other=0.0)
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
-    dwx_f = tl.zeros([PSP, BC], dtype=tl.float32)
-    dwx_b = tl.zeros([PSP, BC], dtype=tl.float32)
-    dcb_f = tl.zeros([BC], dtype=tl.float32)
-    dcb_b = tl.zeros([BC], dtype=tl.float32)
+    dwx = tl.zeros([PSP, BC], dtype=tl.float32)
+    dcb = tl.zeros([BT, BC], dtype=tl.float32)  # summed over the tile rows once, at the end
     t_lo = pid_s * TPS
     t_hi = tl.minimum(t_lo + TPS, L)
     for t0 in range(t_lo, t_hi, BT):
         offs_t = t0 + tl.arange(0, BT)
         mask_t = offs_t < t_hi
         m2 = mask_t[:, None] & mask_c[None, :]
-        pre_f = tl.zeros([BT, BC], dtype=tl.float32) + cb_f[None, :]
-        pre_b = tl.zeros([BT, BC], dtype=tl.float32) + cb_b[None, :]
+        pre = tl.zeros([BT, BC], dtype=tl.float32) + cb[None, :]
         for j in tl.static_range(K):
-            wf = tl.load(convw_ptr + (K - 1 - j) * D + offs_c, mask=mask_c, other=0.0)
-            wb = tl.load(convw_ptr + (2 * K - 1 - j) * D + offs_c, mask=mask_c, other=0.0)
-            tm = offs_t - j
-            xm = tl.load(x_base + tm[:, None] * s_xz_l + offs_c[None, :],
-                         mask=((tm >= 0) & (tm < L))[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
-            pre_f += wf[None, :] * xm
-            tp = offs_t + j
-            xp = tl.load(x_base + tp[:, None] * s_xz_l + offs_c[None, :],
-                         mask=(tp < L)[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
-            pre_b += wb[None, :] * xp
+            wj = tl.load(convw_ptr + (dr * K + K - 1 - j) * D + offs_c, mask=mask_c, other=0.0)
+            tj = offs_t - step * j
+            xj = tl.load(x_base + tj[:, None] * s_xz_l + offs_c[None, :],
+                         mask=((tj >= 0) & (tj < L))[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
+            pre += wj[None, :] * xj
         if IEEE:
-            sg_f = _sigmoid_precise(pre_f, False)
-            sg_b = _sigmoid_precise(pre_b, False)
+            sg = _sigmoid_precise(pre, False)
         else:
-            sg_f = 1.0 / (1.0 + tl.exp(-pre_f))
-            sg_b = 1.0 / (1.0 + tl.exp(-pre_b))
-        xd_rows = dxd_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[:, None] * s_xd_l + offs_p[None, :]
-        xd_m = mask_t[:, None] & mask_p[None, :]
-        g_f = tl.load(xd_rows, mask=xd_m, other=0.0)
-        g_b = tl.load(xd_rows + PS, mask=xd_m, other=0.0)
-        yrow = pid_b.to(tl.int64) * s_y_b + offs_t[:, None] * s_y_l + offs_c[None, :]
-        dxc_f = tl.load(dxc_ptr + yrow, mask=m2, other=0.0)
-        dxc_b = tl.load(dxc_ptr + yrow + D, mask=m2, other=0.0)
+            sg = 1.0 / (1.0 + tl.exp(-pre))
+        g = tl.load(dxd_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[:, None] * s_xd_l + dr * PS + offs_p[None, :],
+                    mask=mask_t[:, None] & mask_p[None, :], other=0.0)
+        yrow = pid_b.to(tl.int64) * s_y_b + offs_t[:, None] * s_y_l + dr * D + offs_c[None, :]
+        dxc = tl.load(dxc_ptr + yrow, mask=m2, other=0.0)
         if IEEE:
-            dxc_f = tl.dot(g_f, w_f, dxc_f, input_precision="ieee")
-            dxc_b = tl.dot(g_b, w_b, dxc_b, input_precision="ieee")
-            dwx_f = tl.dot(tl.trans(g_f), tl.where(m2, pre_f * sg_f, 0.0), dwx_f, input_precision="ieee")
-            dwx_b = tl.dot(tl.trans(g_b), tl.where(m2, pre_b * sg_b, 0.0), dwx_b, input_precision="ieee")
+            dxc = tl.dot(g, w, dxc, input_precision="ieee")
+            dwx = tl.dot(tl.trans(g), tl.where(m2, pre * sg, 0.0), dwx, input_precision="ieee")
         else:
-            dxc_f = tl.dot(g_f, w_f, dxc_f, input_precision="tf32")
-            dxc_b = tl.dot(g_b, w_b, dxc_b, input_precision="tf32")
-            dwx_f = tl.dot(tl.trans(g_f), tl.where(m2, pre_f * sg_f, 0.0), dwx_f, input_precision="tf32")
-            dwx_b = tl.dot(tl.trans(g_b), tl.where(m2, pre_b * sg_b, 0.0), dwx_b, input_precision="tf32")
-        dp_f = tl.where(m2, dxc_f * sg_f * (1.0 + pre_f * (1.0 - sg_f)), 0.0)
-        dp_b = tl.where(m2, dxc_b * sg_b * (1.0 + pre_b * (1.0 - sg_b)), 0.0)
-        tl.store(dpre_ptr + yrow, dp_f, mask=m2)
-        tl.store(dpre_ptr + yrow + D, dp_b, mask=m2)
-        dcb_f += tl.sum(dp_f, axis=0)
-        dcb_b += tl.sum(dp_b, axis=0)
-    part = (pid_b * nsplit + pid_s).to(tl.int64)
-    wofs = offs_p[:, None] * D + offs_c[None, :]
-    tl.store(dwx_ptr + part * (2 * PSP * D) + wofs, dwx_f, mask=mask_c[None, :])
-    tl.store(dwx_ptr + part * (2 * PSP * D) + PSP * D + wofs, dwx_b, mask=mask_c[None, :])
-    tl.store(dcb_ptr + part * (2 * D) + offs_c, dcb_f, mask=mask_c)
-    tl.store(dcb_ptr + part * (2 * D) + D + offs_c, dcb_b, mask=mask_c)
+            dxc = tl.dot(g, w, dxc, input_precision="tf32")
+            dwx = tl.dot(tl.trans(g), tl.where(m2, pre * sg, 0.0), dwx, input_precision="tf32")
+        dp = tl.where(m2, dxc * sg * (1.0 + pre * (1.0 - sg)), 0.0)
+        tl.store(dpre_ptr + yrow, dp, mask=m2)
+        dcb += dp
+    part = (pid_b * nsplit + pid_s).to(tl.int64) * 2 + dr
+    tl.store(dwx_ptr + part * (PSP * D) + offs_p[:, None] * D + offs_c[None, :], dwx, mask=mask_c[None, :])
+    tl.store(dcb_ptr + part * D + offs_c, tl.sum(dcb, axis=0), mask=mask_c)
 
 
 @triton.jit
@@ -1143,14 +1123,16 @@ def _conv_bwd_kernel(
     mask_c = offs_c < D
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
     y_base = pid_b.to(tl.int64) * s_y_b
-    dcw_f0 = tl.zeros([BC], dtype=tl.float32)
-    dcw_f1 = tl.zeros([BC], dtype=tl.float32)
-    dcw_f2 = tl.zeros([BC], dtype=tl.float32)
-    dcw_f3 = tl.zeros([BC], dtype=tl.float32)
-    dcw_b0 = tl.zeros([BC], dtype=tl.float32)
-    dcw_b1 = tl.zeros([BC], dtype=tl.float32)
-    dcw_b2 = tl.zeros([BC], dtype=tl.float32)
-    dcw_b3 = tl.zeros([BC], dtype=tl.float32)
+    # weight-gradient products accumulated elementwise over the token tiles, summed over tokens once at the end
+    # (a sum over the tile's rows per iteration costs cross-warp reductions through shared memory)
+    dcw_f0 = tl.zeros([BT, BC], dtype=tl.float32)
+    dcw_f1 = tl.zeros([BT, BC], dtype=tl.float32)
+    dcw_f2 = tl.zeros([BT, BC], dtype=tl.float32)
+    dcw_f3 = tl.zeros([BT, BC], dtype=tl.float32)
+    dcw_b0 = tl.zeros([BT, BC], dtype=tl.float32)
+    dcw_b1 = tl.zeros([BT, BC], dtype=tl.float32)
+    dcw_b2 = tl.zeros([BT, BC], dtype=tl.float32)
+    dcw_b3 = tl.zeros([BT, BC], dtype=tl.float32)
     t_lo = pid_s * TPS
     t_hi = tl.minimum(t_lo + TPS, L)
     for t0 in range(t_lo, t_hi, BT):
@@ -1171,8 +1153,8 @@ def _conv_bwd_kernel(
             dx += wf[None, :] * dpf + wb[None, :] * dpb
             # weight gradients: w_f[k] sees x[t - (K-1) + k] at output t; w_b[k] sees x[t + (K-1) - k]
             # here: the pair (dpre_f[tf], x[t]) with tf = t + K-1-k, and (dpre_b[tb], x[t]) with tb = t - (K-1) + k
-            cf = tl.sum(dpf * x, axis=0)
-            cbk = tl.sum(dpb * x, axis=0)
+            cf = dpf * x
+            cbk = dpb * x
             if k == 0:
                 dcw_f0 += cf
                 dcw_b0 += cbk
@@ -1204,17 +1186,17 @@ def _conv_bwd_kernel(
             orow = osum_ptr + pid_b.to(tl.int64) * (L * D) + offs_t[:, None] * D + offs_c[None, :]
             tl.store(orow, ((y_f + y_b) * z * sz).to(osum_ptr.dtype.element_ty), mask=m2)
     part = (pid_b * nsplit + pid_s).to(tl.int64) * (2 * K * D)
-    tl.store(dcw_ptr + part + 0 * D + offs_c, dcw_f0, mask=mask_c)
-    tl.store(dcw_ptr + part + (K + 0) * D + offs_c, dcw_b0, mask=mask_c)
+    tl.store(dcw_ptr + part + 0 * D + offs_c, tl.sum(dcw_f0, axis=0), mask=mask_c)
+    tl.store(dcw_ptr + part + (K + 0) * D + offs_c, tl.sum(dcw_b0, axis=0), mask=mask_c)
     if K > 1:
-        tl.store(dcw_ptr + part + 1 * D + offs_c, dcw_f1, mask=mask_c)
-        tl.store(dcw_ptr + part + (K + 1) * D + offs_c, dcw_b1, mask=mask_c)
+        tl.store(dcw_ptr + part + 1 * D + offs_c, tl.sum(dcw_f1, axis=0), mask=mask_c)
+        tl.store(dcw_ptr + part + (K + 1) * D + offs_c, tl.sum(dcw_b1, axis=0), mask=mask_c)
     if K > 2:
-        tl.store(dcw_ptr + part + 2 * D + offs_c, dcw_f2, mask=mask_c)
-        tl.store(dcw_ptr + part + (K + 2) * D + offs_c, dcw_b2, mask=mask_c)
+        tl.store(dcw_ptr + part + 2 * D + offs_c, tl.sum(dcw_f2, axis=0), mask=mask_c)
+        tl.store(dcw_ptr + part + (K + 2) * D + offs_c, tl.sum(dcw_b2, axis=0), mask=mask_c)
     if K > 3:
-        tl.store(dcw_ptr + part + 3 * D + offs_c, dcw_f3, mask=mask_c)
-        tl.store(dcw_ptr + part + (K + 3) * D + offs_c, dcw_b3, mask=mask_c)
+        tl.store(dcw_ptr + part + 3 * D + offs_c, tl.sum(dcw_f3, axis=0), mask=mask_c)
+        tl.store(dcw_ptr + part + (K + 3) * D + offs_c, tl.sum(dcw_b3, axis=0), mask=mask_c)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1250,8 +1232,11 @@ SCAN_BWD_CONFIG = {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE":
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
 XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True}
-XPROJ_BWD_CONFIG = {"BT": 64, "BC": 16, "num_warps": 8, "num_stages": 2}
-CONV_BWD_CONFIG = {"BT": 32, "BC": 32, "num_warps": 8, "num_stages": 1}
+# x_proj / SiLU backward (one direction per program) and conv backward (weight-gradient products summed once per
+# program, not per tile); PROGRAMS: the programs the token splits aim for. Picked by `bench_scan_bwd.py --aux`
+# (H100, batch 32 x 16 frames, whole layer backward 10.39 -> 10.17 ms; 12.11 before these kernels were reworked).
+XPROJ_BWD_CONFIG = {"BT": 64, "BC": 16, "num_warps": 8, "num_stages": 2, "PROGRAMS": 32 * 132}
+CONV_BWD_CONFIG = {"BT": 16, "BC": 32, "num_warps": 8, "num_stages": 1}
 
 _REVERSE_LATER_FIRST = {}
 
@@ -1347,7 +1332,7 @@ def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
     kernel[grid](
         xz, tabs.convw, tabs.convb, wx, xdbl,
         length, tabs.d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1),
-        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, IEEE=xz.dtype == torch.float32,
+        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, PREC="ieee" if xz.dtype == torch.float32 else "half",
         FAST=fast, TANH=tanh, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return xdbl
@@ -1377,40 +1362,46 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
 
 
 def _xproj_recompute(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
-    """x_dbl for the backward: `_xproj_forward` with float32 products for every input dtype (the forward rounds xc
-    and the weights to half precision for the tensor cores; the backward differentiates the unrounded function, its
-    B, C and dt then as accurate as in float32 mode)."""
+    """x_dbl for the backward: the conv + x_proj kernel with float32 operands for every input dtype (the forward
+    rounds xc and the weights to half precision for the tensor cores; the backward differentiates the unrounded
+    function, its B, C and dt then as accurate as in float32 mode). Products: IEEE float32 for float32 inputs;
+    for half inputs XPROJ_RECOMPUTE_PRECISION ("tf32x3": three tensor-core products of the split operands, error
+    ~1e-6 relative, far under the half-precision input's own; "ieee": float32 FMAs, several times slower)."""
     batch, length, _ = xz.shape
     xdbl = torch.empty(batch, length, 2, tabs.ps, device=xz.device, dtype=torch.float32)
     cfg = XPROJ_CONFIG
     bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
-    _conv_xproj_kernel[(_cdiv(length, cfg["BT"]), batch)](
+    prec = "ieee" if xz.dtype == torch.float32 or _interpreting() else XPROJ_RECOMPUTE_PRECISION
+    kernel, grid = _conv_xproj_kernel, (_cdiv(length, cfg["BT"]), batch)
+    if cfg.get("SPLIT", False):
+        kernel, grid = _conv_xproj_dir_kernel, (_cdiv(length, cfg["BT"]), batch, 2)
+    kernel[grid](
         xz, tabs.convw, tabs.convb, tabs.wx, xdbl,
         length, tabs.d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1),
-        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, IEEE=True,
+        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, PREC=prec,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return xdbl
 
 
+XPROJ_RECOMPUTE_PRECISION = "tf32x3"
 TOKEN_BLOCK = 256  # tokens per float32 partial product in `_token_sum_matmul`
 DA_BLOCK = 16  # backward chunks (of T tokens) per float32 partial sum of the A and D gradients
 
 
 def _token_sum_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a (2, M, P), b (2, M, Q) -> a^T b (2, P, Q) float32, a sum over the M (= B * L) tokens: float32 products of
+    """a (M, P), b (M, Q) -> a^T b (P, Q) float32, a sum over the M (= B * L) tokens: float32 products of
     TOKEN_BLOCK tokens, the blocks' partial results added in float64 (one long float32 accumulation over hundreds of
-    thousands of tokens would be what limits the dt_proj weight gradient's accuracy). Strided views, no copies."""
-    m = a.shape[1]
+    thousands of tokens would be what limits the dt_proj gradients' accuracy). Row-strided views, no copies."""
+    m = a.shape[0]
     full = m // TOKEN_BLOCK * TOKEN_BLOCK
-    out = torch.zeros(a.shape[0], a.shape[2], b.shape[2], device=a.device, dtype=torch.float64)
-    for i in range(a.shape[0]):
-        if full:
-            pa = a[i, :full].unflatten(0, (-1, TOKEN_BLOCK))  # (blocks, TB, P)
-            pb = b[i, :full].unflatten(0, (-1, TOKEN_BLOCK))
-            out[i] += torch.bmm(pa.transpose(1, 2), pb).sum(0, dtype=torch.float64)
-        if full < m:
-            out[i] += (a[i, full:].t() @ b[i, full:]).double()
+    out = torch.zeros(a.shape[1], b.shape[1], device=a.device, dtype=torch.float64)
+    if full:
+        pa = a[:full].unflatten(0, (-1, TOKEN_BLOCK))  # (blocks, TB, P)
+        pb = b[:full].unflatten(0, (-1, TOKEN_BLOCK))
+        out += torch.bmm(pa.transpose(1, 2), pb).sum(0, dtype=torch.float64)
+    if full < m:
+        out += (a[full:].t() @ b[full:]).double()
     return out.to(torch.float32)
 
 
@@ -1497,29 +1488,36 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
     del dxd_part
     if tabs.pad_index.numel():
         dxd.index_fill_(-1, tabs.pad_index, 0.0)
-    # dt_proj: dt = dt_low @ W.T + bias, with ddp the gradient wrt dt (both directions at once, batched over dir)
-    ddp2 = ddp.view(batch * length, 2, d_inner).transpose(0, 1)  # (2, BL, D)
-    dt_low = xdbl.view(batch * length, 2, tabs.ps)[..., : tabs.r].transpose(0, 1)  # (2, BL, R)
-    dxd.view(batch * length, 2, tabs.ps)[..., : tabs.r] = torch.bmm(ddp2, tabs.dtw[..., : tabs.r]).transpose(0, 1)
-    # the weight and bias gradients are sums over all B * L tokens: float32 within blocks of tokens, float64 across
-    d_dt_weight = _token_sum_matmul(ddp2, dt_low)  # (2, D, R)
-    d_dt_bias = ddp2.sum(1, dtype=torch.float64).to(f32)
-    del ddp, ddp2
+    # dt_proj: dt = dt_low @ W.T + bias, with ddp the gradient wrt dt; per direction on (B L, D) row-strided views
+    # (a batched product over the interleaved directions would be copied first). The weight and bias gradients are
+    # sums over all B L tokens: one blocked product against [dt_low, 1] (`_token_sum_matmul`).
+    dxd_rows = dxd.view(batch * length, 2, tabs.ps)
+    dt_rows = xdbl.view(batch * length, 2, tabs.ps)
+    ones = torch.ones(batch * length, 1, device=dev, dtype=f32)
+    d_dt_weight = torch.empty(2, d_inner, tabs.r, device=dev, dtype=f32)
+    d_dt_bias = torch.empty(2, d_inner, device=dev, dtype=f32)
+    for i in range(2):
+        ddp_i = ddp[:, :, i].reshape(batch * length, d_inner)  # a view: rows 2 D apart
+        dxd_rows[:, i, : tabs.r] = ddp_i @ tabs.dtw[i, :, : tabs.r]
+        wb = _token_sum_matmul(ddp_i, torch.cat([dt_rows[:, i, : tabs.r], ones], dim=1))  # (D, R + 1)
+        d_dt_weight[i], d_dt_bias[i] = wb[:, : tabs.r], wb[:, tabs.r]
+    del ddp, ones
 
     xcfg, ccfg = XPROJ_BWD_CONFIG, CONV_BWD_CONFIG
     bt, bc = xcfg["BT"], min(xcfg["BC"], max(16, _next_pow2(d_inner)))
     # token splits per sample: enough programs to fill the GPU, few enough to keep the partial sums small
-    nsplit = max(1, min(_cdiv(length, bt), _cdiv(8 * 132, batch * _cdiv(d_inner, bc))))
+    nsplit = max(1, min(_cdiv(length, bt), _cdiv(xcfg.get("PROGRAMS", 8 * 132), batch * _cdiv(d_inner, bc))))
     tps = _cdiv(_cdiv(length, nsplit), bt) * bt
     nsplit = _cdiv(length, tps)
     dwx = torch.empty(batch * nsplit, 2, tabs.psp, d_inner, device=dev, dtype=f32)
     dcb = torch.empty(batch * nsplit, 2, d_inner, device=dev, dtype=f32)
-    grid = (_cdiv(d_inner, bc), nsplit, batch)
+    grid = (_cdiv(d_inner, bc), nsplit, 2 * batch)
     _xproj_bwd_kernel[grid](
         xz, tabs.convw, tabs.convb, tabs.wx, dxd, dxc, dxc, dwx, dcb,
         length, d_inner, tps, xz.stride(0), xz.stride(1), dxd.stride(0), dxd.stride(1), y.stride(0), y.stride(1),
         PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=bt, BC=bc, IEEE=xz.dtype == torch.float32,
         num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"],
+        **({"maxnreg": xcfg["maxnreg"]} if xcfg.get("maxnreg") else {}),
     )
     dpre = dxc  # written in place
     dxz = torch.empty_like(xz)
@@ -1531,8 +1529,8 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
         length, d_inner, tps, xz.stride(0), xz.stride(1), y.stride(0), y.stride(1),
         dout.stride(0), dout.stride(1), dout_dir_stride, dxz.stride(0), dxz.stride(1),
         K=tabs.k, BT=ccfg["BT"], BC=cbc, WRITE_OUT=need_out_sum, PRECISE=xz.dtype == torch.float32,
-        num_warps=ccfg["num_warps"],
-        num_stages=ccfg["num_stages"],
+        num_warps=ccfg["num_warps"], num_stages=ccfg["num_stages"],
+        **({"maxnreg": ccfg["maxnreg"]} if ccfg.get("maxnreg") else {}),
     )
     def total(part, dims=(0,)):  # partial sums over samples / token splits / chunk groups, added in float64
         return part.sum(dims, dtype=torch.float64).to(f32)
