@@ -434,6 +434,123 @@ def _scan_fwd_kernel(
             tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
 
 
+@triton.jit
+def _lin_combine(a1, b1, a2, b2):
+    """(a1, b1) earlier, (a2, b2) later segment of h -> a h + b: the composed segment (a1 a2, a2 b1 + b2)."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit(do_not_specialize=["s_c"])
+def _scan_fwd_chunk_kernel(
+    xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr,
+    L, D, dir0,
+    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l, s_o_dir, s_c,
+    K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
+    BD: tl.constexpr, T: tl.constexpr, FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr,
+    PF_DIST: tl.constexpr, ADD: tl.constexpr,
+):
+    """`_scan_fwd_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`) in chunks of T tokens: same grid, tables, x_dbl
+    layout and outputs (out2 (B, L, 2, D) with s_o_dir = D, or the summed (B, L, D) with ADD on direction 1's launch).
+
+    Per chunk (in the direction's scan order), `(BD, T)` tiles with the channels across lanes and the chunk's T
+    tokens in each lane's registers (`s_c` = 1 at run time, not specialised, so that the compiler cannot vectorise
+    along channels and put the tokens across lanes): conv (shifted loads of the K - 1 earlier tokens, L1 hits), SiLU,
+    dt_proj (R broadcast loads per token) + softplus, the gate, for all T tokens at once; then per state an in-register
+    linear scan over the T tokens from the carried state (folded into the first token), the readout summed over the
+    states, and the new carry (the last token's state). Only the per-state h update is sequential over tokens; the
+    rest of the chain has T-fold instruction-level parallelism. The states' carries, their A (a2) and the dt_proj
+    weights are tuples of (BD,) values (registers)."""
+    pid_d = tl.program_id(0)
+    dr = tl.program_id(1) + dir0
+    pid_b = tl.program_id(2)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    dc = offs_d * s_c
+    step = 1 - 2 * dr
+
+    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    wc_base = convw_ptr + dr * K * D + dc
+    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
+    w1 = tl.zeros_like(w0)
+    w2 = tl.zeros_like(w0)
+    w3 = tl.zeros_like(w0)
+    if K > 1:
+        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
+    if K > 2:
+        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
+    if K > 3:
+        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+    wdt = ()
+    for r in tl.static_range(R):
+        wdt = wdt + (tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0),)
+    a2s = ()
+    for n in tl.static_range(N):
+        a2s = a2s + (tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0),)
+
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
+    o_base = out_ptr + pid_b.to(tl.int64) * s_o_b + dr * s_o_dir
+    out_ty = out_ptr.dtype.element_ty
+    offs_j = tl.arange(0, T)
+    dmask2 = mask_d[:, None]
+    dc2 = dc[:, None]
+    zero2 = tl.zeros([BD, T], dtype=tl.int32)
+    is_first = (offs_j == 0)[None, :]
+    is_last = (offs_j == T - 1)[None, :]
+    hs = (tl.zeros([BD], dtype=tl.float32),) * N
+    for c in range(0, tl.cdiv(L, T)):
+        if PREFETCH:
+            if BD == 32:
+                if (c * T) % 32 == 0:
+                    _prefetch_ahead(x_base + dc, xd_base, dr * (L - 1) + step * (c * T), step, L, s_xz_l, s_xd_l4,
+                                    D, PS, PF_DIST)
+        pos = c * T + offs_j  # scan positions of the chunk's tokens
+        valid = pos < L
+        tok = tl.where(valid, pos + dr * (L - 1 - 2 * pos), 0)  # past the end: row 0 (read, never written)
+        valid2 = valid[None, :] & dmask2
+        # conv over the direction's past: scan positions i, i-1, ..., i-K+1 (the earlier ones hit L1)
+        xrow = x_base + tok[None, :] * s_xz_l + dc2
+        pre = cb[:, None] + w0[:, None] * tl.load(xrow, mask=valid2, other=0.0).to(tl.float32)
+        if K > 1:
+            pre += w1[:, None] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[None, :],
+                                         other=0.0).to(tl.float32)
+        if K > 2:
+            pre += w2[:, None] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[None, :],
+                                         other=0.0).to(tl.float32)
+        if K > 3:
+            pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
+                                         other=0.0).to(tl.float32)
+        xc = pre * _sigmoid(pre, FAST, TANH)
+        z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
+        gate = z * _sigmoid(z, FAST, TANH)
+        # the x_dbl rows: same address in every lane (broadcast loads); rows past the end are row 0
+        xdrow = xd_base + (tok * s_xd_l4)[None, :] * 4 + zero2
+        dtp = tl.zeros([BD, T], dtype=tl.float32)
+        for r in tl.static_range(R):
+            dtp += wdt[r][:, None] * tl.load(xdrow + r)
+        delta = tl.where(valid2, _softplus(dtp + bdt[:, None], FAST), 0.0)  # past the end: a = 1, no input
+        u = delta * xc
+        y = tl.zeros([BD, T], dtype=tl.float32)
+        new_hs = ()
+        for n in tl.static_range(N):
+            bn = tl.load(xdrow + RP4 + n)
+            cn = tl.load(xdrow + RP4 + NP4 + n)
+            a = _exp2(delta * a2s[n][:, None], FAST)
+            bx = u * bn
+            bx = tl.where(is_first, bx + a * hs[n][:, None], bx)  # the carried state enters the first token
+            _, h = tl.associative_scan((a, bx), 1, _lin_combine)
+            y += h * cn
+            new_hs = new_hs + (tl.sum(tl.where(is_last, h, -0.0), axis=1),)  # the last token's state (x + -0 = x)
+        hs = new_hs
+        out = (y + dsk[:, None] * xc) * gate
+        optr = o_base + tok[None, :] * s_o_l + dc2
+        if ADD:
+            out += tl.load(optr, mask=valid2, other=0.0).to(tl.float32)
+        tl.store(optr, out.to(out_ty), mask=valid2)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # backward kernels
 # ---------------------------------------------------------------------------------------------------------------
@@ -1364,7 +1481,21 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
     fast, tanh = _fast_flags(xz.dtype)
     maxnreg = cfg.get("maxnreg")
     launches = [(0, 1, False), (1, 1, True)] if summed else [(0, 2, False)]  # (first direction, directions, ADD)
+    version = cfg.get("VERSION", 4)
+    if version not in (4, 6):
+        raise ValueError(f"SCAN_FWD_CONFIG['VERSION'] must be 4 or 6, got {version!r}.")
     for dir0, num_dirs, add in launches:
+        if version == 6:
+            _scan_fwd_chunk_kernel[(_cdiv(d_inner, cfg["BD"]), num_dirs, batch)](
+                xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out,
+                length, d_inner, dir0, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+                out.stride(0), out.stride(1), 0 if summed else out.stride(2), 1,
+                K=tabs.k, R=tabs.r, N=tabs.n, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps, BD=cfg["BD"],
+                T=cfg.get("T", 8), FAST=fast, TANH=tanh, PREFETCH=cfg["PREFETCH"] and not _interpreting(),
+                PF_DIST=cfg["PF_DIST"], ADD=add, num_warps=cfg["num_warps"],
+                **({"maxnreg": maxnreg} if maxnreg else {}),
+            )
+            continue
         _scan_fwd_kernel[(_cdiv(d_inner, cfg["BD"]), num_dirs, batch)](
             xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out,
             length, d_inner, dir0, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
