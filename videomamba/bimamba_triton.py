@@ -440,6 +440,16 @@ def _lin_combine(a1, b1, a2, b2):
     return a1 * a2, a2 * b1 + b2
 
 
+@triton.jit
+def _split4(t):
+    """(BD, T, 4) -> its four (BD, T) slices along the last axis (register renames: that axis is in-thread)."""
+    t = tl.reshape(t, (t.shape[0], t.shape[1], 2, 2))
+    lo, hi = tl.split(t)  # elements 0, 2 and 1, 3
+    t0, t2 = tl.split(lo)
+    t1, t3 = tl.split(hi)
+    return t0, t1, t2, t3
+
+
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_fwd_chunk_kernel(
     xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr,
@@ -447,7 +457,7 @@ def _scan_fwd_chunk_kernel(
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l, s_o_dir, s_c,
     K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr,
-    PF_DIST: tl.constexpr, ADD: tl.constexpr,
+    PF_DIST: tl.constexpr, ADD: tl.constexpr, VEC: tl.constexpr = False,
 ):
     """`_scan_fwd_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`) in chunks of T tokens: same grid, tables, x_dbl
     layout and outputs (out2 (B, L, 2, D) with s_o_dir = D, or the summed (B, L, D) with ADD on direction 1's launch).
@@ -497,6 +507,7 @@ def _scan_fwd_chunk_kernel(
     dmask2 = mask_d[:, None]
     dc2 = dc[:, None]
     zero2 = tl.zeros([BD, T], dtype=tl.int32)
+    zero3 = tl.zeros([BD, T, 4], dtype=tl.int32)
     is_first = (offs_j == 0)[None, :]
     is_last = (offs_j == T - 1)[None, :]
     hs = (tl.zeros([BD], dtype=tl.float32),) * N
@@ -528,15 +539,35 @@ def _scan_fwd_chunk_kernel(
         # the x_dbl rows: same address in every lane (broadcast loads); rows past the end are row 0
         xdrow = xd_base + (tok * s_xd_l4)[None, :] * 4 + zero2
         dtp = tl.zeros([BD, T], dtype=tl.float32)
-        for r in tl.static_range(R):
-            dtp += wdt[r][:, None] * tl.load(xdrow + r)
+        if VEC:
+            # 16-byte broadcast loads of 4 consecutive row entries, (BD, T, 4) tiles split in registers
+            xdrow3 = xd_base + (tok * s_xd_l4)[None, :, None] * 4 + tl.arange(0, 4)[None, None, :] + zero3
+            for g in tl.static_range((R + 3) // 4):
+                d0, d1, d2, d3 = _split4(tl.load(xdrow3 + 4 * g))
+                dtp += wdt[4 * g][:, None] * d0
+                if 4 * g + 1 < R:
+                    dtp += wdt[4 * g + 1][:, None] * d1
+                if 4 * g + 2 < R:
+                    dtp += wdt[4 * g + 2][:, None] * d2
+                if 4 * g + 3 < R:
+                    dtp += wdt[4 * g + 3][:, None] * d3
+        else:
+            for r in tl.static_range(R):
+                dtp += wdt[r][:, None] * tl.load(xdrow + r)
         delta = tl.where(valid2, _softplus(dtp + bdt[:, None], FAST), 0.0)  # past the end: a = 1, no input
         u = delta * xc
         y = tl.zeros([BD, T], dtype=tl.float32)
         new_hs = ()
         for n in tl.static_range(N):
-            bn = tl.load(xdrow + RP4 + n)
-            cn = tl.load(xdrow + RP4 + NP4 + n)
+            if VEC:
+                if n % 4 == 0:
+                    b4 = _split4(tl.load(xdrow3 + RP4 + n))
+                    c4 = _split4(tl.load(xdrow3 + RP4 + NP4 + n))
+                bn = b4[n % 4]
+                cn = c4[n % 4]
+            else:
+                bn = tl.load(xdrow + RP4 + n)
+                cn = tl.load(xdrow + RP4 + NP4 + n)
             a = _exp2(delta * a2s[n][:, None], FAST)
             bx = u * bn
             bx = tl.where(is_first, bx + a * hs[n][:, None], bx)  # the carried state enters the first token
@@ -1492,7 +1523,7 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
                 out.stride(0), out.stride(1), 0 if summed else out.stride(2), 1,
                 K=tabs.k, R=tabs.r, N=tabs.n, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps, BD=cfg["BD"],
                 T=cfg.get("T", 8), FAST=fast, TANH=tanh, PREFETCH=cfg["PREFETCH"] and not _interpreting(),
-                PF_DIST=cfg["PF_DIST"], ADD=add, num_warps=cfg["num_warps"],
+                PF_DIST=cfg["PF_DIST"], ADD=add, VEC=cfg.get("VEC", False), num_warps=cfg["num_warps"],
                 **({"maxnreg": maxnreg} if maxnreg else {}),
             )
             continue
