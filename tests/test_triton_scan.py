@@ -415,12 +415,14 @@ _FORWARD_V6_SCRIPT = textwrap.dedent(
     tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
     fwd0 = dict(bt.SCAN_FWD_CONFIG)
     cases = [  # (dtype, length, {T, VEC}): lengths 1, 7, 9, 13 are not multiples of the chunks
-        (torch.float32, 1, dict(T=8)), (torch.float32, 9, dict(T=8, VEC=True)), (torch.float32, 13, dict(T=4, VEC=True)),
-        (torch.float32, 7, dict(T=16)), (torch.bfloat16, 13, dict(T=2, VEC=True)), (torch.bfloat16, 9, dict(T=4, VEC=True)),
+        (torch.float32, 1, dict(T=8)), (torch.float32, 9, dict(T=8, VEC=True, XREG=True)),
+        (torch.float32, 13, dict(T=4, VEC=True)), (torch.float32, 7, dict(T=16)),
+        (torch.float32, 13, dict(T=2, XREG=True)), (torch.bfloat16, 13, dict(T=2, VEC=True)),
+        (torch.bfloat16, 9, dict(T=4, VEC=True, XREG=True)),
     ]
     results = {}
     for dtype, length, change in cases:
-        name = f"{str(dtype)[6:]}_L{length}_T{change['T']}{'_vec' if change.get('VEC') else ''}"
+        name = f"{str(dtype)[6:]}_L{length}_T{change['T']}" + "".join("_" + k for k in ("VEC", "XREG") if change.get(k))
         xz = torch.randn(2, length, 2 * config.intermediate_size).to(dtype)
         x, z = xz.double().chunk(2, dim=-1)
         with torch.no_grad():
@@ -446,7 +448,8 @@ _FORWARD_V6_SCRIPT = textwrap.dedent(
 
 def test_interpreter_forward_v6_chunked():
     """The chunked forward scan (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`) against the default kernel and float64: chunks
-    of 2, 4, 8 and 16 tokens, scalar or 16-byte (VEC) x_dbl loads, lengths that are not multiples of the chunk (1, 7,
+    of 2, 4, 8 and 16 tokens, scalar or 16-byte (VEC) x_dbl loads, the conv's earlier tokens reloaded or taken from
+    registers (XREG), lengths that are not multiples of the chunk (1, 7,
     9, 13), both output modes (per direction; summed, direction 1 adding to direction 0), float32 and bfloat16."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
     proc = subprocess.run(
@@ -455,7 +458,7 @@ def test_interpreter_forward_v6_chunked():
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(results) == 6
+    assert len(results) == 7
     for name, r in results.items():
         assert r["dtype_ok"] and r["finite"], (name, r)
         if name.startswith("float32"):

@@ -450,6 +450,43 @@ def _split4(t):
     return t0, t1, t2, t3
 
 
+@triton.jit
+def _cols(x, T: tl.constexpr):
+    """(BD, T) -> the tuple of its T columns (BD,), T in 2, 4, 8 (register renames: the T axis is in-thread)."""
+    if T == 2:
+        c0, c1 = tl.split(x)
+        res = (c0, c1)
+    elif T == 4:
+        e, o = tl.split(tl.reshape(x, (x.shape[0], 2, 2)))
+        c0, c2 = tl.split(e)
+        c1, c3 = tl.split(o)
+        res = (c0, c1, c2, c3)
+    else:
+        e, o = tl.split(tl.reshape(x, (x.shape[0], 4, 2)))
+        e2, e6 = tl.split(tl.reshape(e, (x.shape[0], 2, 2)))
+        o2, o6 = tl.split(tl.reshape(o, (x.shape[0], 2, 2)))
+        c0, c4 = tl.split(e2)
+        c2, c6 = tl.split(e6)
+        c1, c5 = tl.split(o2)
+        c3, c7 = tl.split(o6)
+        res = (c0, c1, c2, c3, c4, c5, c6, c7)
+    return res
+
+
+@triton.jit
+def _from_cols(c, T: tl.constexpr):
+    """The inverse of `_cols`: T columns (BD,) -> (BD, T)."""
+    if T == 2:
+        res = tl.join(c[0], c[1])
+    elif T == 4:
+        res = tl.reshape(tl.join(tl.join(c[0], c[2]), tl.join(c[1], c[3])), (c[0].shape[0], 4))
+    else:
+        ev = tl.reshape(tl.join(tl.join(c[0], c[4]), tl.join(c[2], c[6])), (c[0].shape[0], 4))
+        od = tl.reshape(tl.join(tl.join(c[1], c[5]), tl.join(c[3], c[7])), (c[0].shape[0], 4))
+        res = tl.reshape(tl.join(ev, od), (c[0].shape[0], 8))
+    return res
+
+
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_fwd_chunk_kernel(
     xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr,
@@ -457,7 +494,7 @@ def _scan_fwd_chunk_kernel(
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l, s_o_dir, s_c,
     K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr,
-    PF_DIST: tl.constexpr, ADD: tl.constexpr, VEC: tl.constexpr = False,
+    PF_DIST: tl.constexpr, ADD: tl.constexpr, VEC: tl.constexpr = False, XREG: tl.constexpr = False,
 ):
     """`_scan_fwd_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`) in chunks of T tokens: same grid, tables, x_dbl
     layout and outputs (out2 (B, L, 2, D) with s_o_dir = D, or the summed (B, L, D) with ADD on direction 1's launch).
@@ -511,6 +548,9 @@ def _scan_fwd_chunk_kernel(
     is_first = (offs_j == 0)[None, :]
     is_last = (offs_j == T - 1)[None, :]
     hs = (tl.zeros([BD], dtype=tl.float32),) * N
+    xp1 = tl.zeros([BD], dtype=tl.float32)  # XREG: x of the three tokens before the chunk (scan order)
+    xp2 = tl.zeros([BD], dtype=tl.float32)
+    xp3 = tl.zeros([BD], dtype=tl.float32)
     for c in range(0, tl.cdiv(L, T)):
         if PREFETCH:
             if BD == 32:
@@ -523,16 +563,30 @@ def _scan_fwd_chunk_kernel(
         valid2 = valid[None, :] & dmask2
         # conv over the direction's past: scan positions i, i-1, ..., i-K+1 (the earlier ones hit L1)
         xrow = x_base + tok[None, :] * s_xz_l + dc2
-        pre = cb[:, None] + w0[:, None] * tl.load(xrow, mask=valid2, other=0.0).to(tl.float32)
-        if K > 1:
+        xt = tl.load(xrow, mask=valid2, other=0.0).to(tl.float32)
+        pre = cb[:, None] + w0[:, None] * xt
+        if XREG:
+            # the earlier tokens' x from registers: this chunk's columns and the previous chunk's last three
+            xcol = _cols(xt, T)
+            seq = (xp3, xp2, xp1) + xcol
+            if K > 1:
+                pre += w1[:, None] * _from_cols(seq[2:2 + T], T)
+            if K > 2:
+                pre += w2[:, None] * _from_cols(seq[1:1 + T], T)
+            if K > 3:
+                pre += w3[:, None] * _from_cols(seq[0:T], T)
+            xp3 = seq[T]
+            xp2 = seq[T + 1]
+            xp1 = seq[T + 2]
+        elif K > 1:
             pre += w1[:, None] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[None, :],
                                          other=0.0).to(tl.float32)
-        if K > 2:
-            pre += w2[:, None] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[None, :],
-                                         other=0.0).to(tl.float32)
-        if K > 3:
-            pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
-                                         other=0.0).to(tl.float32)
+            if K > 2:
+                pre += w2[:, None] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[None, :],
+                                             other=0.0).to(tl.float32)
+            if K > 3:
+                pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
+                                             other=0.0).to(tl.float32)
         xc = pre * _sigmoid(pre, FAST, TANH)
         z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
         gate = z * _sigmoid(z, FAST, TANH)
@@ -1523,7 +1577,8 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
                 out.stride(0), out.stride(1), 0 if summed else out.stride(2), 1,
                 K=tabs.k, R=tabs.r, N=tabs.n, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps, BD=cfg["BD"],
                 T=cfg.get("T", 8), FAST=fast, TANH=tanh, PREFETCH=cfg["PREFETCH"] and not _interpreting(),
-                PF_DIST=cfg["PF_DIST"], ADD=add, VEC=cfg.get("VEC", False), num_warps=cfg["num_warps"],
+                PF_DIST=cfg["PF_DIST"], ADD=add, VEC=cfg.get("VEC", False),
+                XREG=cfg.get("XREG", False) and cfg.get("T", 8) in (2, 4, 8), num_warps=cfg["num_warps"],
                 **({"maxnreg": maxnreg} if maxnreg else {}),
             )
             continue
