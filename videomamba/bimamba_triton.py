@@ -23,6 +23,9 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
   directions in one `(batch, length, d_inner)` buffer (direction 0's launch writes it, direction 1's adds to it), so
   `out_proj` is one GEMM with K = d_inner; `bimamba_scan_fn` returns the directions separately,
   `out2 (batch, length, 2, d_inner)`.
+* `_scan_fwd_chunk_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`): the same computation in chunks of T tokens as
+  (channels, T) register tiles: everything but the state recurrence vectorised over the chunk, the recurrence an
+  in-register scan over the chunk's tokens per state.
 * Backward (v5, the default): `_scan_bwd_sweep_kernel` (both sequential sweeps in one launch: the states entering
   every chunk of `T` tokens, and the adjoint entering every group of chunks from its right end), then
   `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk recomputing its states with an in-register
@@ -1437,6 +1440,11 @@ def _next_pow2(n: int) -> int:
 # the next token's loads late, and batch 128 is 1.45 waves); plain loop 5.96-6.02; caps of 175-200 registers 4.15-4.28
 # (three waves). The old (groups, 4, channels) tiles, whose
 # broadcast loads Triton 3.6 spread over 4 lanes: 4.55-4.65 ms. See benchmarks/NOTES_triton.md.
+# VERSION 6 (absent: 4, the kernel above) selects `_scan_fwd_chunk_kernel`: chunks of T tokens (2, 4, 8, 16) as
+# (BD, T) register tiles; VEC: the x_dbl rows as 16-byte broadcast loads; XREG (T 2, 4, 8): the conv's earlier tokens
+# from registers; PREFETCH / PF_DIST / maxnreg as for v4 (UNROLL, PIPE unused). Offline SASS (Triton 3.6, sm_90, Ti
+# bf16), registers / instructions per token: v4 168 / 188; v6 T 4 VEC XREG 134 / 165, T 8 VEC XREG 183 / 166. Not yet
+# timed on the GPU (benchmarks/bench_scan.py "scan v6 ..." variants; NOTES_triton.md "Forward v6").
 SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
 # The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
 # K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch).
