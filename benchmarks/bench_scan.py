@@ -51,6 +51,17 @@ SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-fir
     "scan pipe1 unroll2 maxnreg168 pf32": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=32),
     "scan pipe1 unroll2 maxnreg168 pf128": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=128),
     "scan pipe1 unroll2 maxnreg168 pf256": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=256),
+    # v6: chunks of T tokens (`_scan_fwd_chunk_kernel`); offline SASS (Triton 3.6, sm_90), registers / SASS instructions
+    # per token in the loop (v4 default: 168 / 188), no spills or shuffles: T4 vec xreg 134 / 165, T8 vec xreg
+    # 183 / 166, T2 vec xreg 100 / 185, T4 vec 136 / 180, T4 vec cap 128 128 / 187, T8 xreg 142 / 204
+    "scan v6 T4 vec xreg": dict(VERSION=6, T=4, VEC=True, XREG=True, maxnreg=None),
+    "scan v6 T4 vec xreg nopf": dict(VERSION=6, T=4, VEC=True, XREG=True, maxnreg=None, PREFETCH=False),
+    "scan v6 T4 vec xreg maxnreg128": dict(VERSION=6, T=4, VEC=True, XREG=True, maxnreg=128),  # 8 B of spills
+    "scan v6 T8 vec xreg": dict(VERSION=6, T=8, VEC=True, XREG=True, maxnreg=None),
+    "scan v6 T2 vec xreg": dict(VERSION=6, T=2, VEC=True, XREG=True, maxnreg=None),
+    "scan v6 T4 vec": dict(VERSION=6, T=4, VEC=True, maxnreg=None),
+    "scan v6 T4 vec maxnreg128": dict(VERSION=6, T=4, VEC=True, maxnreg=128),
+    "scan v6 T8 xreg": dict(VERSION=6, T=8, XREG=True, maxnreg=None),
 }
 XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG (SPLIT: one direction per program)
     "conv+x_proj BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=False),

@@ -6,9 +6,10 @@ and the instruction mix of each loop, from the SASS (`cuobjdump` ships in the Tr
     pip download triton==3.6.0 --no-deps -d /tmp/tr && pip install --no-deps --target /tmp/t36 /tmp/tr/triton-*.whl
     PYTHONPATH=/tmp/t36:. python benchmarks/sass_offline.py fwd [KEY=JSON ...]      # fwd | xproj | recompute | bwd
 
-KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`), XPROJ_CONFIG with an `X_` prefix
-(`X_SPLIT=true`), SCAN_BWD_CONFIG with a `B_` prefix (`B_VERSION=4 B_T=8`), XPROJ_BWD_CONFIG with `XB_`,
-CONV_BWD_CONFIG with `CB_`. The SASS goes to /tmp/<kernel>.sass, the PTX and TTGIR of the forward scan beside it. Use the
+KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`; the chunked v6 kernel: `VERSION=6 T=4 VEC=true
+XREG=true maxnreg=null`), XPROJ_CONFIG with an `X_` prefix (`X_SPLIT=true`), SCAN_BWD_CONFIG with a `B_` prefix
+(`B_VERSION=4 B_T=8`), XPROJ_BWD_CONFIG with `XB_`, CONV_BWD_CONFIG with `CB_`. The SASS goes to /tmp/<kernel>.sass,
+the PTX and TTGIR of the forward scan beside it. Use the
 Triton version of the GPU machine: the layouts, and so the instruction counts, differ between versions.
 """
 import collections, os, re, subprocess, sys, tempfile

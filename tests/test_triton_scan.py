@@ -394,6 +394,82 @@ def test_interpreter_matches_float64_reference():
         assert err < 1e-5, (name, err, results)
 
 
+_FORWARD_V6_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+    import torch
+    from conftest import tiny_config
+    from test_triton_scan import _patch_interpreter, _randomize, _rel
+    from videomamba.modeling_videomamba import VideoMambaMixer
+    from videomamba import bimamba_triton as bt
+
+    _patch_interpreter()
+    torch.manual_seed(0)
+    # d_inner 48 (a full and a partial 32-channel block), 8 states, dt rank 2
+    config = tiny_config(hidden_size=24, state_size=8)
+    mixer = _randomize(VideoMambaMixer(config, layer_idx=0))
+    ref_mixer = VideoMambaMixer(config, layer_idx=0).double()
+    ref_mixer.load_state_dict(mixer.state_dict())
+    tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
+    fwd0 = dict(bt.SCAN_FWD_CONFIG)
+    cases = [  # (dtype, length, {T, VEC}): lengths 1, 7, 9, 13 are not multiples of the chunks
+        (torch.float32, 1, dict(T=8)), (torch.float32, 9, dict(T=8, VEC=True, XREG=True)),
+        (torch.float32, 13, dict(T=4, VEC=True)), (torch.float32, 7, dict(T=16)),
+        (torch.float32, 13, dict(T=2, XREG=True)), (torch.bfloat16, 13, dict(T=2, VEC=True)),
+        (torch.bfloat16, 9, dict(T=4, VEC=True, XREG=True)),
+    ]
+    results = {}
+    for dtype, length, change in cases:
+        name = f"{str(dtype)[6:]}_L{length}_T{change['T']}" + "".join("_" + k for k in ("VEC", "XREG") if change.get(k))
+        xz = torch.randn(2, length, 2 * config.intermediate_size).to(dtype)
+        x, z = xz.double().chunk(2, dim=-1)
+        with torch.no_grad():
+            ref2 = torch.stack([
+                ref_mixer.scan_direction_torch(x, z, backward=False),
+                ref_mixer.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1),
+            ], dim=2)
+        xdbl = bt._xproj_forward(xz, tabs)
+        v4 = bt._scan_forward(xz, xdbl, tabs)
+        bt.SCAN_FWD_CONFIG.update(VERSION=6, **change)
+        v6 = bt._scan_forward(xz, xdbl, tabs)
+        v6_summed = bt._scan_forward(xz, xdbl, tabs, summed=True)
+        bt.SCAN_FWD_CONFIG.clear(); bt.SCAN_FWD_CONFIG.update(fwd0)
+        results[name] = {
+            "v6_vs_v4": _rel(v6, v4), "v6_vs_f64": _rel(v6, ref2), "v4_vs_f64": _rel(v4, ref2),
+            "summed_vs_v4": _rel(v6_summed, v4.float().sum(2)), "dtype_ok": v6.dtype == dtype,
+            "finite": bool(torch.isfinite(v6).all()),
+        }
+    print(json.dumps(results))
+    """
+)
+
+
+def test_interpreter_forward_v6_chunked():
+    """The chunked forward scan (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`) against the default kernel and float64: chunks
+    of 2, 4, 8 and 16 tokens, scalar or 16-byte (VEC) x_dbl loads, the conv's earlier tokens reloaded or taken from
+    registers (XREG), lengths that are not multiples of the chunk (1, 7,
+    9, 13), both output modes (per direction; summed, direction 1 adding to direction 0), float32 and bfloat16."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _FORWARD_V6_SCRIPT],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == 7
+    for name, r in results.items():
+        assert r["dtype_ok"] and r["finite"], (name, r)
+        if name.startswith("float32"):
+            # the same float32 operations up to the order of the dt_proj sum and the state readout
+            assert r["v6_vs_v4"] < 1e-6 and r["summed_vs_v4"] < 1e-6 and r["v6_vs_f64"] < 1e-5, (name, r)
+        else:
+            # bfloat16 outputs: at most a rounding of the output apart
+            assert r["v6_vs_v4"] < 1e-2 and r["summed_vs_v4"] < 1e-2, (name, r)
+            assert r["v6_vs_f64"] < 1.1 * r["v4_vs_f64"] + 1e-3, (name, r)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # GPU
 # ---------------------------------------------------------------------------------------------------------------

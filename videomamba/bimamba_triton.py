@@ -23,6 +23,9 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
   directions in one `(batch, length, d_inner)` buffer (direction 0's launch writes it, direction 1's adds to it), so
   `out_proj` is one GEMM with K = d_inner; `bimamba_scan_fn` returns the directions separately,
   `out2 (batch, length, 2, d_inner)`.
+* `_scan_fwd_chunk_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`): the same computation in chunks of T tokens as
+  (channels, T) register tiles: everything but the state recurrence vectorised over the chunk, the recurrence an
+  in-register scan over the chunk's tokens per state.
 * Backward (v5, the default): `_scan_bwd_sweep_kernel` (both sequential sweeps in one launch: the states entering
   every chunk of `T` tokens, and the adjoint entering every group of chunks from its right end), then
   `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk recomputing its states with an in-register
@@ -434,6 +437,208 @@ def _scan_fwd_kernel(
             h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
                                  FAST, TANH)
             tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
+
+
+@triton.jit
+def _lin_combine(a1, b1, a2, b2):
+    """(a1, b1) earlier, (a2, b2) later segment of h -> a h + b: the composed segment (a1 a2, a2 b1 + b2)."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _split4(t):
+    """(BD, T, 4) -> its four (BD, T) slices along the last axis (register renames: that axis is in-thread)."""
+    t = tl.reshape(t, (t.shape[0], t.shape[1], 2, 2))
+    lo, hi = tl.split(t)  # elements 0, 2 and 1, 3
+    t0, t2 = tl.split(lo)
+    t1, t3 = tl.split(hi)
+    return t0, t1, t2, t3
+
+
+@triton.jit
+def _cols(x, T: tl.constexpr):
+    """(BD, T) -> the tuple of its T columns (BD,), T in 2, 4, 8 (register renames: the T axis is in-thread)."""
+    if T == 2:
+        c0, c1 = tl.split(x)
+        res = (c0, c1)
+    elif T == 4:
+        e, o = tl.split(tl.reshape(x, (x.shape[0], 2, 2)))
+        c0, c2 = tl.split(e)
+        c1, c3 = tl.split(o)
+        res = (c0, c1, c2, c3)
+    else:
+        e, o = tl.split(tl.reshape(x, (x.shape[0], 4, 2)))
+        e2, e6 = tl.split(tl.reshape(e, (x.shape[0], 2, 2)))
+        o2, o6 = tl.split(tl.reshape(o, (x.shape[0], 2, 2)))
+        c0, c4 = tl.split(e2)
+        c2, c6 = tl.split(e6)
+        c1, c5 = tl.split(o2)
+        c3, c7 = tl.split(o6)
+        res = (c0, c1, c2, c3, c4, c5, c6, c7)
+    return res
+
+
+@triton.jit
+def _from_cols(c, T: tl.constexpr):
+    """The inverse of `_cols`: T columns (BD,) -> (BD, T)."""
+    if T == 2:
+        res = tl.join(c[0], c[1])
+    elif T == 4:
+        res = tl.reshape(tl.join(tl.join(c[0], c[2]), tl.join(c[1], c[3])), (c[0].shape[0], 4))
+    else:
+        ev = tl.reshape(tl.join(tl.join(c[0], c[4]), tl.join(c[2], c[6])), (c[0].shape[0], 4))
+        od = tl.reshape(tl.join(tl.join(c[1], c[5]), tl.join(c[3], c[7])), (c[0].shape[0], 4))
+        res = tl.reshape(tl.join(ev, od), (c[0].shape[0], 8))
+    return res
+
+
+@triton.jit(do_not_specialize=["s_c"])
+def _scan_fwd_chunk_kernel(
+    xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr,
+    L, D, dir0,
+    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l, s_o_dir, s_c,
+    K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
+    BD: tl.constexpr, T: tl.constexpr, FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr,
+    PF_DIST: tl.constexpr, ADD: tl.constexpr, VEC: tl.constexpr = False, XREG: tl.constexpr = False,
+):
+    """`_scan_fwd_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`) in chunks of T tokens: same grid, tables, x_dbl
+    layout and outputs (out2 (B, L, 2, D) with s_o_dir = D, or the summed (B, L, D) with ADD on direction 1's launch).
+
+    Per chunk (in the direction's scan order), `(BD, T)` tiles with the channels across lanes and the chunk's T
+    tokens in each lane's registers (`s_c` = 1 at run time, not specialised, so that the compiler cannot vectorise
+    along channels and put the tokens across lanes): conv (shifted loads of the K - 1 earlier tokens, L1 hits), SiLU,
+    dt_proj (R broadcast loads per token) + softplus, the gate, for all T tokens at once; then per state an in-register
+    linear scan over the T tokens from the carried state (folded into the first token), the readout summed over the
+    states, and the new carry (the last token's state). Only the per-state h update is sequential over tokens; the
+    rest of the chain has T-fold instruction-level parallelism. The states' carries, their A (a2) and the dt_proj
+    weights are tuples of (BD,) values (registers)."""
+    pid_d = tl.program_id(0)
+    dr = tl.program_id(1) + dir0
+    pid_b = tl.program_id(2)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    dc = offs_d * s_c
+    step = 1 - 2 * dr
+
+    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    wc_base = convw_ptr + dr * K * D + dc
+    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
+    w1 = tl.zeros_like(w0)
+    w2 = tl.zeros_like(w0)
+    w3 = tl.zeros_like(w0)
+    if K > 1:
+        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
+    if K > 2:
+        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
+    if K > 3:
+        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+    wdt = ()
+    for r in tl.static_range(R):
+        wdt = wdt + (tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0),)
+    a2s = ()
+    for n in tl.static_range(N):
+        a2s = a2s + (tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0),)
+
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
+    o_base = out_ptr + pid_b.to(tl.int64) * s_o_b + dr * s_o_dir
+    out_ty = out_ptr.dtype.element_ty
+    offs_j = tl.arange(0, T)
+    dmask2 = mask_d[:, None]
+    dc2 = dc[:, None]
+    zero2 = tl.zeros([BD, T], dtype=tl.int32)
+    zero3 = tl.zeros([BD, T, 4], dtype=tl.int32)
+    is_first = (offs_j == 0)[None, :]
+    is_last = (offs_j == T - 1)[None, :]
+    hs = (tl.zeros([BD], dtype=tl.float32),) * N
+    xp1 = tl.zeros([BD], dtype=tl.float32)  # XREG: x of the three tokens before the chunk (scan order)
+    xp2 = tl.zeros([BD], dtype=tl.float32)
+    xp3 = tl.zeros([BD], dtype=tl.float32)
+    for c in range(0, tl.cdiv(L, T)):
+        if PREFETCH:
+            if BD == 32:
+                if (c * T) % 32 == 0:
+                    _prefetch_ahead(x_base + dc, xd_base, dr * (L - 1) + step * (c * T), step, L, s_xz_l, s_xd_l4,
+                                    D, PS, PF_DIST)
+        pos = c * T + offs_j  # scan positions of the chunk's tokens
+        valid = pos < L
+        tok = tl.where(valid, pos + dr * (L - 1 - 2 * pos), 0)  # past the end: row 0 (read, never written)
+        valid2 = valid[None, :] & dmask2
+        # conv over the direction's past: scan positions i, i-1, ..., i-K+1 (the earlier ones hit L1)
+        xrow = x_base + tok[None, :] * s_xz_l + dc2
+        xt = tl.load(xrow, mask=valid2, other=0.0).to(tl.float32)
+        pre = cb[:, None] + w0[:, None] * xt
+        if XREG:
+            # the earlier tokens' x from registers: this chunk's columns and the previous chunk's last three
+            xcol = _cols(xt, T)
+            seq = (xp3, xp2, xp1) + xcol
+            if K > 1:
+                pre += w1[:, None] * _from_cols(seq[2:2 + T], T)
+            if K > 2:
+                pre += w2[:, None] * _from_cols(seq[1:1 + T], T)
+            if K > 3:
+                pre += w3[:, None] * _from_cols(seq[0:T], T)
+            xp3 = seq[T]
+            xp2 = seq[T + 1]
+            xp1 = seq[T + 2]
+        elif K > 1:
+            pre += w1[:, None] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[None, :],
+                                         other=0.0).to(tl.float32)
+            if K > 2:
+                pre += w2[:, None] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[None, :],
+                                             other=0.0).to(tl.float32)
+            if K > 3:
+                pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
+                                             other=0.0).to(tl.float32)
+        xc = pre * _sigmoid(pre, FAST, TANH)
+        z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
+        gate = z * _sigmoid(z, FAST, TANH)
+        # the x_dbl rows: same address in every lane (broadcast loads); rows past the end are row 0
+        xdrow = xd_base + (tok * s_xd_l4)[None, :] * 4 + zero2
+        dtp = tl.zeros([BD, T], dtype=tl.float32)
+        if VEC:
+            # 16-byte broadcast loads of 4 consecutive row entries, (BD, T, 4) tiles split in registers
+            xdrow3 = xd_base + (tok * s_xd_l4)[None, :, None] * 4 + tl.arange(0, 4)[None, None, :] + zero3
+            for g in tl.static_range((R + 3) // 4):
+                d0, d1, d2, d3 = _split4(tl.load(xdrow3 + 4 * g))
+                dtp += wdt[4 * g][:, None] * d0
+                if 4 * g + 1 < R:
+                    dtp += wdt[4 * g + 1][:, None] * d1
+                if 4 * g + 2 < R:
+                    dtp += wdt[4 * g + 2][:, None] * d2
+                if 4 * g + 3 < R:
+                    dtp += wdt[4 * g + 3][:, None] * d3
+        else:
+            for r in tl.static_range(R):
+                dtp += wdt[r][:, None] * tl.load(xdrow + r)
+        delta = tl.where(valid2, _softplus(dtp + bdt[:, None], FAST), 0.0)  # past the end: a = 1, no input
+        u = delta * xc
+        y = tl.zeros([BD, T], dtype=tl.float32)
+        new_hs = ()
+        for n in tl.static_range(N):
+            if VEC:
+                if n % 4 == 0:
+                    b4 = _split4(tl.load(xdrow3 + RP4 + n))
+                    c4 = _split4(tl.load(xdrow3 + RP4 + NP4 + n))
+                bn = b4[n % 4]
+                cn = c4[n % 4]
+            else:
+                bn = tl.load(xdrow + RP4 + n)
+                cn = tl.load(xdrow + RP4 + NP4 + n)
+            a = _exp2(delta * a2s[n][:, None], FAST)
+            bx = u * bn
+            bx = tl.where(is_first, bx + a * hs[n][:, None], bx)  # the carried state enters the first token
+            _, h = tl.associative_scan((a, bx), 1, _lin_combine)
+            y += h * cn
+            new_hs = new_hs + (tl.sum(tl.where(is_last, h, -0.0), axis=1),)  # the last token's state (x + -0 = x)
+        hs = new_hs
+        out = (y + dsk[:, None] * xc) * gate
+        optr = o_base + tok[None, :] * s_o_l + dc2
+        if ADD:
+            out += tl.load(optr, mask=valid2, other=0.0).to(tl.float32)
+        tl.store(optr, out.to(out_ty), mask=valid2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1217,6 +1422,11 @@ def _next_pow2(n: int) -> int:
 # the next token's loads late, and batch 128 is 1.45 waves); plain loop 5.96-6.02; caps of 175-200 registers 4.15-4.28
 # (three waves). The old (groups, 4, channels) tiles, whose
 # broadcast loads Triton 3.6 spread over 4 lanes: 4.55-4.65 ms. See benchmarks/NOTES_triton.md.
+# VERSION 6 (absent: 4, the kernel above) selects `_scan_fwd_chunk_kernel`: chunks of T tokens (2, 4, 8, 16) as
+# (BD, T) register tiles; VEC: the x_dbl rows as 16-byte broadcast loads; XREG (T 2, 4, 8): the conv's earlier tokens
+# from registers; PREFETCH / PF_DIST / maxnreg as for v4 (UNROLL, PIPE unused). Offline SASS (Triton 3.6, sm_90, Ti
+# bf16), registers / instructions per token: v4 168 / 188; v6 T 4 VEC XREG 134 / 165, T 8 VEC XREG 183 / 166. Not yet
+# timed on the GPU (benchmarks/bench_scan.py "scan v6 ..." variants; NOTES_triton.md "Forward v6").
 SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
 # The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
 # K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch).
@@ -1349,7 +1559,22 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
     fast, tanh = _fast_flags(xz.dtype)
     maxnreg = cfg.get("maxnreg")
     launches = [(0, 1, False), (1, 1, True)] if summed else [(0, 2, False)]  # (first direction, directions, ADD)
+    version = cfg.get("VERSION", 4)
+    if version not in (4, 6):
+        raise ValueError(f"SCAN_FWD_CONFIG['VERSION'] must be 4 or 6, got {version!r}.")
     for dir0, num_dirs, add in launches:
+        if version == 6:
+            _scan_fwd_chunk_kernel[(_cdiv(d_inner, cfg["BD"]), num_dirs, batch)](
+                xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out,
+                length, d_inner, dir0, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+                out.stride(0), out.stride(1), 0 if summed else out.stride(2), 1,
+                K=tabs.k, R=tabs.r, N=tabs.n, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps, BD=cfg["BD"],
+                T=cfg.get("T", 8), FAST=fast, TANH=tanh, PREFETCH=cfg["PREFETCH"] and not _interpreting(),
+                PF_DIST=cfg["PF_DIST"], ADD=add, VEC=cfg.get("VEC", False),
+                XREG=cfg.get("XREG", False) and cfg.get("T", 8) in (2, 4, 8), num_warps=cfg["num_warps"],
+                **({"maxnreg": maxnreg} if maxnreg else {}),
+            )
+            continue
         _scan_fwd_kernel[(_cdiv(d_inner, cfg["BD"]), num_dirs, batch)](
             xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out,
             length, d_inner, dir0, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
