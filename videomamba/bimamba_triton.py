@@ -1429,8 +1429,21 @@ def _next_pow2(n: int) -> int:
 # timed on the GPU (benchmarks/bench_scan.py "scan v6 ..." variants; NOTES_triton.md "Forward v6").
 SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
 # The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
-# K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch).
+# K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch), unless the two
+# directions' programs together fit in one wave of the GPU (about SCAN_FWD_WARPS_PER_SM one-warp programs per
+# multiprocessor at the default 168-register cap): then one launch runs both directions side by side in the time of one
+# (batch 32 x 16 frames on the H100: 384 programs per direction against ~1,584 resident).
 SUM_DIRECTIONS = True
+SCAN_FWD_WARPS_PER_SM = 12
+
+
+def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
+    if not SUM_DIRECTIONS:
+        return False
+    if _interpreting():
+        return True
+    programs = 2 * _cdiv(d_inner, SCAN_FWD_CONFIG["BD"]) * batch
+    return programs > torch.cuda.get_device_properties(device).multi_processor_count * SCAN_FWD_WARPS_PER_SM
 # Backward: VERSION 4 is the single-kernel backward (one sequential program per channel block, direction and sample:
 # 768 one-warp programs at batch 32; 29.8 ms per layer at batch 32 x 16 frames on the H100, 255 registers, its tiles
 # laid out with the T rows across lanes by Triton 3.6); VERSION 5 the two sweeps + chunk groups in parallel (offline
@@ -1825,7 +1838,7 @@ class BiMambaInnerFunction(torch.autograd.Function):
         _check_input(xz)
         tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
         xdbl = _xproj_forward(xz, tabs)
-        if SUM_DIRECTIONS:
+        if _sum_directions(batch, tabs.d_inner, xz.device):
             y = _scan_forward(xz, xdbl, tabs, summed=True)  # out_f + out_b (B, L, D)
             del xdbl, xz
             out = F.linear(y, out_weight, out_bias)
