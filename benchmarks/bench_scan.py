@@ -51,6 +51,12 @@ SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-fir
     "scan pipe1 unroll2 maxnreg168 pf32": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=32),
     "scan pipe1 unroll2 maxnreg168 pf128": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=128),
     "scan pipe1 unroll2 maxnreg168 pf256": dict(PIPE=1, UNROLL=2, maxnreg=168, PF_DIST=256),
+    # v4 with the channel blocks of one (direction, sample) in one program, a warp per 32 channels: the warps share
+    # each token's x_dbl row through L1 (one warp's load misses, the others hit) instead of 12 programs going to L2
+    "scan as found": dict(),
+    "scan v4 BD64 w2": dict(BD=64, num_warps=2),
+    "scan v4 BD128 w4": dict(BD=128, num_warps=4),
+    "scan v4 BD128 w4 pf64": dict(BD=128, num_warps=4, PF_DIST=64),
     # v6: chunks of T tokens (`_scan_fwd_chunk_kernel`); offline SASS (Triton 3.6, sm_90), registers / SASS instructions
     # per token in the loop (v4 default: 168 / 188), no spills or shuffles: T4 vec xreg 134 / 165, T8 vec xreg
     # 183 / 166, T2 vec xreg 100 / 185, T4 vec 136 / 180, T4 vec cap 128 128 / 187, T8 xreg 142 / 204

@@ -38,6 +38,8 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant
     "v5 T4": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
     "v5 T4 r128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128, "SWEEP_PIPE": True},
     "v5 T8 r168 nopipe": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": False},
+    # the sweeps with 4 channel blocks per program (a warp each): the x_dbl rows shared through L1
+    "v5 T8 sweep BD128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True, "SWEEP_BD": 128},
 }
 
 

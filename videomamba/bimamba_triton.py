@@ -284,9 +284,11 @@ def _load_token(x_base, xd_base, o_base, t, s_xz_l, s_xd_l4, s_o_l, D, mask_d, o
 
 
 @triton.jit
-def _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS: tl.constexpr, PF_DIST: tl.constexpr):
-    """L2 prefetch of the x, z and x_dbl rows of tokens t + step * (PF_DIST + lane), one token per lane."""
-    tp = t + step * (PF_DIST + tl.arange(0, 32))
+def _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS: tl.constexpr, PF_DIST: tl.constexpr,
+                    BD: tl.constexpr = 32):
+    """L2 prefetch of the x, z and x_dbl rows of tokens t + step * (PF_DIST + lane), one token per lane (x_base:
+    the (BD,) channel pointers; each warp prefetches its own channels' part of the x and z rows)."""
+    tp = t + step * (PF_DIST + tl.arange(0, BD) % 32)
     tp = tl.minimum(tl.maximum(tp, 0), L - 1)
     _prefetch_l2(x_base + tp * s_xz_l)
     _prefetch_l2(x_base + tp * s_xz_l + D)
@@ -370,7 +372,7 @@ def _scan_fwd_kernel(
         for i in range(0, L // UNROLL):
             if PREFETCH:
                 if (i * UNROLL) % 32 == 0:
-                    _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS, PF_DIST)
+                    _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS, PF_DIST, BD)
             xt, zt, dtl, bv, cv, pv = _load_token(x_base, xd_base, o_base, t, s_xz_l, s_xd_l4, s_o_l, D, mask_d,
                                                   off_r3, off_b3, off_c3, ADD)
             if UNROLL == 2:
@@ -396,7 +398,7 @@ def _scan_fwd_kernel(
         for i in range(0, L // UNROLL):
             if PREFETCH:
                 if (i * UNROLL) % 32 == 0:
-                    _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS, PF_DIST)
+                    _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS, PF_DIST, BD)
             if UNROLL == 1:
                 tn = t + step * (i + 1 < L).to(tl.int32)  # the last iteration reloads its own token
                 nx, nz, ndtl, nbv, ncv, npv = _load_token(x_base, xd_base, o_base, tn, s_xz_l, s_xd_l4, s_o_l, D,
@@ -1430,7 +1432,7 @@ def _next_pow2(n: int) -> int:
 SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
 # The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
 # K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch), unless the two
-# directions' programs together fit in one wave of the GPU (about SCAN_FWD_WARPS_PER_SM one-warp programs per
+# directions' warps together fit in one wave of the GPU (about SCAN_FWD_WARPS_PER_SM warps per
 # multiprocessor at the default 168-register cap): then one launch runs both directions side by side in the time of one
 # (batch 32 x 16 frames on the H100: 384 programs per direction against ~1,584 resident).
 SUM_DIRECTIONS = True
@@ -1442,8 +1444,9 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
         return False
     if _interpreting():
         return True
-    programs = 2 * _cdiv(d_inner, SCAN_FWD_CONFIG["BD"]) * batch
-    return programs > torch.cuda.get_device_properties(device).multi_processor_count * SCAN_FWD_WARPS_PER_SM
+    cfg = SCAN_FWD_CONFIG
+    warps = 2 * _cdiv(d_inner, cfg["BD"]) * cfg["num_warps"] * batch
+    return warps > torch.cuda.get_device_properties(device).multi_processor_count * SCAN_FWD_WARPS_PER_SM
 # Backward: VERSION 4 is the single-kernel backward (one sequential program per channel block, direction and sample:
 # 768 one-warp programs at batch 32; 29.8 ms per layer at batch 32 x 16 frames on the H100, 255 registers, its tiles
 # laid out with the T rows across lanes by Triton 3.6); VERSION 5 the two sweeps + chunk groups in parallel (offline
@@ -1685,7 +1688,8 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
             xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
             dout.stride(0), dout.stride(1), dout_dir_stride, 1,
             K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-            BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast, PIPE=cfg.get("SWEEP_PIPE", False), num_warps=1,
+            BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast, PIPE=cfg.get("SWEEP_PIPE", False),
+            num_warps=max(1, sbd // 32),
             **({"maxnreg": cfg["SWEEP_MAXNREG"]} if cfg.get("SWEEP_MAXNREG") else {}),
         )
         if _sweep_only:
