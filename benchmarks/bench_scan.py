@@ -54,20 +54,21 @@ SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-fir
     # v4 with the channel blocks of one (direction, sample) in one program, a warp per 32 channels: the warps share
     # each token's x_dbl row through L1 (one warp's load misses, the others hit) instead of 12 programs going to L2
     "scan as found": dict(),
+    "scan v4 BD32 w1": dict(BD=32, num_warps=1),
     "scan v4 BD64 w2": dict(BD=64, num_warps=2),
     "scan v4 BD128 w4": dict(BD=128, num_warps=4),
     "scan v4 BD128 w4 pf64": dict(BD=128, num_warps=4, PF_DIST=64),
     # v6: chunks of T tokens (`_scan_fwd_chunk_kernel`); offline SASS (Triton 3.6, sm_90), registers / SASS instructions
     # per token in the loop (v4 default: 168 / 188), no spills or shuffles: T4 vec xreg 134 / 165, T8 vec xreg
     # 183 / 166, T2 vec xreg 100 / 185, T4 vec 136 / 180, T4 vec cap 128 128 / 187, T8 xreg 142 / 204
-    "scan v6 T4 vec xreg": dict(VERSION=6, T=4, VEC=True, XREG=True, maxnreg=None),
-    "scan v6 T4 vec xreg nopf": dict(VERSION=6, T=4, VEC=True, XREG=True, maxnreg=None, PREFETCH=False),
-    "scan v6 T4 vec xreg maxnreg128": dict(VERSION=6, T=4, VEC=True, XREG=True, maxnreg=128),  # 8 B of spills
-    "scan v6 T8 vec xreg": dict(VERSION=6, T=8, VEC=True, XREG=True, maxnreg=None),
-    "scan v6 T2 vec xreg": dict(VERSION=6, T=2, VEC=True, XREG=True, maxnreg=None),
-    "scan v6 T4 vec": dict(VERSION=6, T=4, VEC=True, maxnreg=None),
-    "scan v6 T4 vec maxnreg128": dict(VERSION=6, T=4, VEC=True, maxnreg=128),
-    "scan v6 T8 xreg": dict(VERSION=6, T=8, XREG=True, maxnreg=None),
+    "scan v6 T4 vec xreg": dict(VERSION=6, BD=32, num_warps=1, T=4, VEC=True, XREG=True, maxnreg=None),
+    "scan v6 T4 vec xreg nopf": dict(VERSION=6, BD=32, num_warps=1, T=4, VEC=True, XREG=True, maxnreg=None, PREFETCH=False),
+    "scan v6 T4 vec xreg maxnreg128": dict(VERSION=6, BD=32, num_warps=1, T=4, VEC=True, XREG=True, maxnreg=128),  # 8 B of spills
+    "scan v6 T8 vec xreg": dict(VERSION=6, BD=32, num_warps=1, T=8, VEC=True, XREG=True, maxnreg=None),
+    "scan v6 T2 vec xreg": dict(VERSION=6, BD=32, num_warps=1, T=2, VEC=True, XREG=True, maxnreg=None),
+    "scan v6 T4 vec": dict(VERSION=6, BD=32, num_warps=1, T=4, VEC=True, maxnreg=None),
+    "scan v6 T4 vec maxnreg128": dict(VERSION=6, BD=32, num_warps=1, T=4, VEC=True, maxnreg=128),
+    "scan v6 T8 xreg": dict(VERSION=6, BD=32, num_warps=1, T=8, XREG=True, maxnreg=None),
 }
 XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG (SPLIT: one direction per program)
     "conv+x_proj BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=False),

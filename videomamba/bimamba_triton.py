@@ -1427,9 +1427,12 @@ def _next_pow2(n: int) -> int:
 # VERSION 6 (absent: 4, the kernel above) selects `_scan_fwd_chunk_kernel`: chunks of T tokens (2, 4, 8, 16) as
 # (BD, T) register tiles; VEC: the x_dbl rows as 16-byte broadcast loads; XREG (T 2, 4, 8): the conv's earlier tokens
 # from registers; PREFETCH / PF_DIST / maxnreg as for v4 (UNROLL, PIPE unused). Offline SASS (Triton 3.6, sm_90, Ti
-# bf16), registers / instructions per token: v4 168 / 188; v6 T 4 VEC XREG 134 / 165, T 8 VEC XREG 183 / 166. Not yet
-# timed on the GPU (benchmarks/bench_scan.py "scan v6 ..." variants; NOTES_triton.md "Forward v6").
-SCAN_FWD_CONFIG = {"BD": 32, "num_warps": 1, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
+# bf16), registers / instructions per token: v4 168 / 188; v6 T 4 VEC XREG 134 / 165, T 8 VEC XREG 183 / 166. Timed
+# (H100, batch 128 x 16 frames): the fastest v6 (T 4 VEC, cap 128) 3.09 ms, slower than v4 (NOTES_triton.md "Forward
+# v6"). BD 64 with 2 warps (session 4): two channel blocks per program, a warp each, so each token's x_dbl row comes
+# from L2 once per two warps and from L1 for the other: 2.96 ms against 3.07 for BD 32 in the same run (BD 128, 4
+# warps: 2.98).
+SCAN_FWD_CONFIG = {"BD": 64, "num_warps": 2, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
 # The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
 # K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch), unless the two
 # directions' warps together fit in one wave of the GPU (about SCAN_FWD_WARPS_PER_SM warps per
