@@ -40,6 +40,8 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant
     "v5 T8 r168 nopipe": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": False},
     # the sweeps with 4 channel blocks per program (a warp each): the x_dbl rows shared through L1
     "v5 T8 sweep BD128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True, "SWEEP_BD": 128},
+    # the sweeps two tokens per iteration (two register sets alternating)
+    "v5 T8 sweep unroll2": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True, "SWEEP_UNROLL": 2},
 }
 
 

@@ -624,3 +624,55 @@ def test_gpu_model_backends_agree():
     assert _rel(logits, logits_t) < 1e-5
     for p, g in zip(model_tri.parameters(), grads_t):
         assert _rel(p.grad, g) < 1e-4
+
+
+_SWEEP_UNROLL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+    import torch
+    from conftest import tiny_config
+    from test_triton_scan import _patch_interpreter, _randomize
+    from videomamba.modeling_videomamba import VideoMambaMixer
+    from videomamba import bimamba_triton as bt
+
+    _patch_interpreter()
+    torch.manual_seed(0)
+    mixer = _randomize(VideoMambaMixer(tiny_config(hidden_size=8, state_size=4), layer_idx=0))
+    tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
+    bt.SCAN_BWD_CONFIG["T"], bt.DA_BLOCK = 4, 2  # chunks of 4 tokens, groups of 8: boundaries at both unrolled tokens
+    results = {}
+    for length in (1, 2, 9, 17, 34):
+        xz = torch.randn(2, length, 2 * tabs.d_inner)
+        xdbl = bt._xproj_recompute(xz, tabs)
+        dout = torch.randn(2, length, tabs.d_inner)
+        a2 = tabs.a2.clone()
+        outs = {}
+        for unroll in (1, 2):
+            bt.SCAN_BWD_CONFIG["SWEEP_UNROLL"] = unroll
+            outs[unroll] = bt._scan_bwd_scan(xz, xdbl, dout, 0, tabs, a2, torch.zeros_like(a2).copy_(tabs.a2 / bt.LOG2E))
+        # y, dxc, ddp, dxd_part (its B and C columns: the kernels leave the dt and pad columns to the host), dA, dD
+        cols = slice(tabs.rp4, tabs.rp4 + 2 * tabs.np4)
+        pairs = [(a[..., cols] if i == 3 else a, b[..., cols] if i == 3 else b)
+                 for i, (a, b) in enumerate(zip(outs[1], outs[2]))]
+        results[length] = max((a - b).abs().max().item() for a, b in pairs)
+    print(json.dumps(results))
+    """
+)
+
+
+def test_interpreter_sweep_unroll_matches():
+    """The backward's sequential sweeps two tokens per iteration (SCAN_BWD_CONFIG["SWEEP_UNROLL"] = 2) give exactly the
+    one-token loop's results: every output of the scan kernels, at odd and even lengths, with chunk and group
+    boundaries falling on either token of a pair."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _SWEEP_UNROLL_SCRIPT],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == 5
+    for length, diff in results.items():
+        assert diff == 0.0, (length, diff)

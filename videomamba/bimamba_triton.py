@@ -981,6 +981,26 @@ def _scan_bwd_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # backward v5: two sweeps, then the chunks in parallel over groups
 # ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _sweep_state_token(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST: tl.constexpr):
+    """One token of the state sweep: conv + SiLU, dt_proj + softplus (as `_scan_bwd_group_kernel` recomputes them),
+    h = exp(delta A) h + delta B xc. Tiles: h, a2t, bv (BD, 4, NG); wdtt, dtl (BD, 4, RG); the rest (BD,)."""
+    pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
+    xc = pre * _sigmoid_precise(pre, FAST)
+    dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=2), axis=1), bdt, FAST)
+    delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
+    return _exp2(a2t * delta[:, None, None], FAST) * h + bv * (delta * xc)[:, None, None]
+
+
+@triton.jit
+def _sweep_adjoint_token(g, z, dout, dtl, cv, wdtt, bdt, a2t, FAST: tl.constexpr):
+    """One token of the adjoint sweep: exp(delta_i A) (C_i gy_i + G_{i+1}) with gy = dout silu(z)."""
+    gy = dout * (z * _sigmoid_precise(z, FAST))
+    dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=2), axis=1), bdt, FAST)
+    delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
+    return _exp2(a2t * delta[:, None, None], FAST) * (cv * gy[:, None, None] + g)
+
+
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_bwd_sweep_kernel(
     xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr,
@@ -989,6 +1009,7 @@ def _scan_bwd_sweep_kernel(
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_c,
     K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, GT: tl.constexpr, FAST: tl.constexpr, PIPE: tl.constexpr = False,
+    UNROLL: tl.constexpr = 1,
 ):
     """The two sequential sweeps of the v5 backward, for BD channels of one direction of one sample (grid: channel
     block, 2 * mode + direction, sample); both modes in one launch so that they run side by side.
@@ -999,7 +1020,9 @@ def _scan_bwd_sweep_kernel(
     exp(delta_i A) G_i at the first position i of every group of GT tokens (a multiple of T) in `gcar (B, 2, NGRP,
     4 NG, D)` at the previous group's slot: what enters that group from its right end (zero for the last group).
     Tiles (BD, 4, NG), channels first: one channel per lane with all its states (no shuffles). PIPE: the next
-    token's loads are issued before the current token's arithmetic (software pipelining)."""
+    token's loads are issued before the current token's arithmetic (software pipelining). UNROLL = 2 (with PIPE; T and
+    GT even): two tokens per loop iteration, their inputs alternating between two register sets (as in
+    `_scan_fwd_kernel`), so that the two tokens' independent arithmetic interleaves."""
     pid_d = tl.program_id(0)
     mode = tl.program_id(1) // 2
     dr = tl.program_id(1) % 2
@@ -1044,7 +1067,31 @@ def _scan_bwd_sweep_kernel(
         nxt_x = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0)
         nxt_dtl = tl.load(xd_base + (t * s_xd_l4) * 4 + off_r3)
         nxt_bv = tl.load(xd_base + (t * s_xd_l4) * 4 + off_b3)
-        for i in range(0, L):
+        if UNROLL == 2:
+            for i2 in range(0, L // 2):
+                i = 2 * i2
+                if i % T == 0:  # T even: token i + 1 never starts a chunk
+                    tl.store(ck_base + (i // T) * (NP4 * D) + st_off3, h, mask=m3)
+                t1 = t + step  # token i + 1 (< L): the second register set
+                x2 = tl.load(x_base + t1 * s_xz_l + dc, mask=mask_d, other=0.0)
+                dtl2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_r3)
+                bv2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_b3)
+                xt = nxt_x.to(tl.float32)
+                h = _sweep_state_token(h, xt, xp1, xp2, xp3, nxt_dtl, nxt_bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST)
+                tn = t + step * (1 + (i + 2 < L).to(tl.int32))  # token i + 2 (past the end: reload i + 1)
+                nxt_x = tl.load(x_base + tn * s_xz_l + dc, mask=mask_d, other=0.0)
+                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
+                nxt_bv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_b3)
+                x2f = x2.to(tl.float32)
+                h = _sweep_state_token(h, x2f, xt, xp1, xp2, dtl2, bv2, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST)
+                xp3 = xp1
+                xp2 = xt
+                xp1 = x2f
+                t += 2 * step
+            if L % 2 == 1:  # the last token, its inputs already loaded
+                if (L - 1) % T == 0:
+                    tl.store(ck_base + ((L - 1) // T) * (NP4 * D) + st_off3, h, mask=m3)
+        for i in range(0 if UNROLL == 1 else L, L):
             if i % T == 0:
                 tl.store(ck_base + (i // T) * (NP4 * D) + st_off3, h, mask=m3)
             if PIPE:
@@ -1080,7 +1127,29 @@ def _scan_bwd_sweep_kernel(
         nxt_do = tl.load(do_base + t * s_do_l + dc, mask=mask_d, other=0.0)
         nxt_dtl = tl.load(xd_base + (t * s_xd_l4) * 4 + off_r3)
         nxt_cv = tl.load(xd_base + (t * s_xd_l4) * 4 + off_c3)
-        for ii in range(0, L):
+        if UNROLL == 2:
+            for ii2 in range(0, L // 2):
+                i = L - 1 - 2 * ii2  # this iteration: scan positions i and i - 1 (>= 0)
+                t1 = t - step
+                z2 = tl.load(x_base + t1 * s_xz_l + D + dc, mask=mask_d, other=0.0)
+                do2 = tl.load(do_base + t1 * s_do_l + dc, mask=mask_d, other=0.0)
+                dtl2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_r3)
+                cv2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_c3)
+                g = _sweep_adjoint_token(g, nxt_z.to(tl.float32), nxt_do.to(tl.float32), nxt_dtl, nxt_cv, wdtt, bdt,
+                                         a2t, FAST)
+                if (i % GT == 0) & (i > 0):
+                    tl.store(gc_base + (i // GT - 1) * (NP4 * D) + st_off3, g, mask=m3)
+                tn = t - step * (1 + (i >= 2).to(tl.int32))  # position i - 2 (before the start: reload i - 1)
+                nxt_z = tl.load(x_base + tn * s_xz_l + D + dc, mask=mask_d, other=0.0)
+                nxt_do = tl.load(do_base + tn * s_do_l + dc, mask=mask_d, other=0.0)
+                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
+                nxt_cv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_c3)
+                g = _sweep_adjoint_token(g, z2.to(tl.float32), do2.to(tl.float32), dtl2, cv2, wdtt, bdt, a2t, FAST)
+                if ((i - 1) % GT == 0) & (i - 1 > 0):
+                    tl.store(gc_base + ((i - 1) // GT - 1) * (NP4 * D) + st_off3, g, mask=m3)
+                t -= 2 * step
+            # L odd: position 0 remains; its result is never stored (the carry of group 0 is not needed)
+        for ii in range(0 if UNROLL == 1 else L, L):
             i = L - 1 - ii
             if PIPE:
                 z = nxt_z.to(tl.float32)
@@ -1692,7 +1761,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
             dout.stride(0), dout.stride(1), dout_dir_stride, 1,
             K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
             BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast, PIPE=cfg.get("SWEEP_PIPE", False),
-            num_warps=max(1, sbd // 32),
+            UNROLL=cfg.get("SWEEP_UNROLL", 1) if t_chunk % 2 == 0 else 1, num_warps=max(1, sbd // 32),
             **({"maxnreg": cfg["SWEEP_MAXNREG"]} if cfg.get("SWEEP_MAXNREG") else {}),
         )
         if _sweep_only:
