@@ -36,6 +36,11 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant
     "v5 T4": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
     "v5 T4 r128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128, "SWEEP_PIPE": True},
     "v5 T8 r168 nopipe": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": False},
+    # group kernel v6: the dB / dC channel sums as one reduce-scatter in inline PTX (16 shuffles per state and chunk
+    # instead of 80), one store per lane
+    "v6 T8": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
+    "v6 T8 r168": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": True},
+    "v6 T4": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
 }
 
 

@@ -7,7 +7,7 @@ and the instruction mix of each loop, from the SASS (`cuobjdump` ships in the Tr
     PYTHONPATH=/tmp/t36:. python benchmarks/sass_offline.py fwd [KEY=JSON ...]      # fwd | xproj | bwd
 
 KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`), XPROJ_CONFIG with an `X_` prefix
-(`X_SPLIT=true`), or SCAN_BWD_CONFIG with a `B_` prefix (`B_VERSION=4 B_T=8`). The SASS goes to /tmp/<kernel>.sass, the PTX and TTGIR of the forward scan beside it. Use the
+(`X_SPLIT=true`), or SCAN_BWD_CONFIG with a `B_` prefix (`B_VERSION=4 B_T=8`). The SASS goes to $SASS_OUT/<kernel>.sass (default /tmp), the PTX and TTGIR of the forward scan beside it. Use the
 Triton version of the GPU machine: the layouts, and so the instruction counts, differ between versions.
 """
 import collections, os, re, subprocess, sys, tempfile
@@ -29,6 +29,8 @@ class FakeDriver:
 
 
 driver.set_active(FakeDriver())
+OUTDIR = os.environ.get("SASS_OUT", "/tmp")  # helpers running side by side: one folder each
+os.makedirs(OUTDIR, exist_ok=True)
 
 sys.path.insert(0, os.getcwd())
 from videomamba import bimamba_triton as bt  # noqa
@@ -70,8 +72,8 @@ def report(name, kernel):
         tgt = re.search(r"0x([0-9a-f]+)", text.split("BRA")[-1]) if "BRA" in text else None
         if tgt and int(tgt.group(1), 16) < addr:
             loops.append((int(tgt.group(1), 16), addr))
-    open(f"/tmp/{name}.sass", "w").write(sass)
-    open(f"/tmp/{name}.ttgir", "w").write(kernel.asm["ttgir"])
+    open(f"{OUTDIR}/{name}.sass", "w").write(sass)
+    open(f"{OUTDIR}/{name}.ttgir", "w").write(kernel.asm["ttgir"])
     print(f"{name}: regs {regs and regs.group(1)} stack {stack and stack.group(1)} total instrs {len(instrs)}")
     for start, end in loops:
         body = [t for a, t in instrs if start <= a <= end]
@@ -110,5 +112,5 @@ for name, kernel in captured.items():
         report(name, kernel)
 for name, kernel in captured.items():
     if kernel is not None and hasattr(kernel, "asm") and name.startswith("_scan_"):
-        open("/tmp/_scan_fwd_kernel.ptx", "w").write(kernel.asm["ptx"])
-        open("/tmp/_scan_fwd_kernel.ttgir", "w").write(kernel.asm["ttgir"])
+        open(f"{OUTDIR}/_scan_fwd_kernel.ptx", "w").write(kernel.asm["ptx"])
+        open(f"{OUTDIR}/_scan_fwd_kernel.ttgir", "w").write(kernel.asm["ttgir"])
