@@ -75,10 +75,21 @@ def report(name, kernel):
     open(f"{OUTDIR}/{name}.sass", "w").write(sass)
     open(f"{OUTDIR}/{name}.ttgir", "w").write(kernel.asm["ttgir"])
     print(f"{name}: regs {regs and regs.group(1)} stack {stack and stack.group(1)} total instrs {len(instrs)}")
+    inner = None
     for start, end in loops:
         body = [t for a, t in instrs if start <= a <= end]
         ops = collections.Counter(t.split()[1] if t.startswith("@") else t.split()[0] for t in body)
         print(f"  loop {start:#x}-{end:#x}: {len(body)} instrs", dict(ops.most_common(25)))
+        if inner is None or len(body) < inner[0]:
+            inner = (len(body), ops)
+    if name == "_scan_bwd_group_kernel" and inner is not None:
+        # the innermost loop is the state loop: instructions per state and chunk (per group of states with NV > 1)
+        n, ops = inner
+        def count(prefix):
+            return sum(v for k, v in ops.items() if k.startswith(prefix))
+        print(f"  SUMMARY group kernel: regs {regs and regs.group(1)} stack {stack and stack.group(1)} | state loop "
+              f"{n} instrs: SHFL {count('SHFL')} MUFU {count('MUFU')} LDG {count('LDG')} STG {count('STG')} "
+              f"SEL {count('SEL') + count('FSEL')} BAR {count('BAR')} STS/LDS {count('STS') + count('LDS')}")
 
 
 which = sys.argv[1] if len(sys.argv) > 1 else "fwd"
