@@ -971,6 +971,13 @@ def _channel_sums_scattered(P, Q, lane2, offs_j, BD: tl.constexpr, T: tl.constex
 
 
 
+@triton.jit
+def _pick_last(x, k: tl.constexpr):
+    """x[..., k] of a tile whose last axis lies in each thread's registers (a register pick once compiled)."""
+    sel = tl.arange(0, x.shape[2])[None, None, :] == k
+    return tl.sum(tl.where(sel, x, -0.0), axis=2)
+
+
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_bwd_group_kernel(
     xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr,
@@ -980,7 +987,7 @@ def _scan_bwd_group_kernel(
     R: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
     RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, GCH: tl.constexpr, FAST: tl.constexpr,
-    RS: tl.constexpr = False, RS_ASM: tl.constexpr = False,
+    RS: tl.constexpr = False, RS_ASM: tl.constexpr = False, NV: tl.constexpr = 1,
 ):
     """Phase 2 of the v5 backward: one group of GCH chunks of T tokens, BD channels, one direction of one sample
     (grid: channel block, direction, sample * NGRP + group). The chunks of the group from its last, as in
@@ -992,7 +999,8 @@ def _scan_bwd_group_kernel(
     RS (v6, `SCAN_BWD_CONFIG["GROUP"] = 6`; needs BD = 32, one warp, T 4 or 8): the dB / dC channel sums of a state
     as one reduce-scatter (`_channel_sums_scattered`; RS_ASM: shuffles in inline PTX) instead of a butterfly per
     row, each lane then storing one distinct value (lane l: row (l >> SH) % T, dB for l < 16, dC above; one lane of
-    every 2^SH), through one pointer per lane instead of T row pointers."""
+    every 2^SH), through one pointer per lane instead of T row pointers. NV (a divisor of N; 1 by default): the state
+    loop NV states per iteration (unrolled), B and C of the NV states loaded as one vector per token."""
     pid_d = tl.program_id(0)
     dr = tl.program_id(1)
     pid_g = tl.program_id(2)
@@ -1084,43 +1092,55 @@ def _scan_bwd_group_kernel(
         ck_c = ck_base + c * (NP4 * D) + dc
         if not RS:
             rowp = dxd_base + tok * (2 * NDB * PS)
-        for n in range(0, N):  # a run-time loop: an unrolled one lets the compiler hoist all states' loads
-            a2n = tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
-            An = tl.load(aneg_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
-            Bn = tl.load(xdrow + RP4 + n, mask=valid[None, :], other=0.0)
-            Cn = tl.load(xdrow + RP4 + NP4 + n, mask=valid[None, :], other=0.0)
-            hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
-            gcn = tl.load(gc_c + n * D, mask=mask_d, other=0.0)
-            dAn = tl.load(dA_c + n * D, mask=mask_d & (cc > 0), other=0.0)
-            a = _exp2(delta * a2n[:, None], FAST)
-            bx = u * Bn
-            # states h_j and ah_j = exp(delta_j A) h_{j-1} of the chunk's rows, from the checkpoint
-            ah_in = a * hin[:, None]
-            _, hs, ah = tl.associative_scan(
-                (a, tl.where(is_first, bx + ah_in, bx), tl.where(is_first, ah_in, 0.0)), 1, _lin_combine_prev
-            )
-            yacc += hs * Cn
-            g = gy * Cn + tl.where(is_last, gcn[:, None], 0.0)
-            # the adjoint scan G_j = g_j + a_{j+1} G_{j+1} as a forward scan of the flipped rows (Triton 3.6
-            # lowers `reverse=True` over in-thread rows with ~115 shuffles; the flips are register renames), the
-            # decay taken from the previous element of the scan (`_rev_shifted`): no exp(delta_{j+1} A) per row
-            _, _, G = tl.associative_scan((tl.full([BD, T], 1.0, tl.float32), tl.flip(a, 1), tl.flip(g, 1)), 1,
-                                          _rev_shifted)
-            G = tl.flip(G, 1)
-            Gah = G * ah
-            tl.store(dA_c + n * D, dAn + tl.sum(Gah * delta, axis=1), mask=mask_d)
-            GB = G * Bn
-            ddl_acc += GB * xc + Gah * An[:, None]
-            dxc_acc += GB * delta
-            if RS:
-                dBC = _channel_sums_scattered(G * u, gy * hs, lane2, offs_j, BD, T, SH, RS_ASM)
-                tl.store(rs_ptr + n, dBC, mask=rs_valid)
-            else:
-                dB = tl.sum(G * u, axis=0)
-                dC = tl.sum(gy * hs, axis=0)
-                tl.store(rowp + RP4 + n, dB, mask=valid)
-                tl.store(rowp + RP4 + NP4 + n, dC, mask=valid)
-            tl.store(gc_c + n * D, tl.sum(tl.where(is_first, a * G, 0.0), axis=1), mask=mask_d)
+        # a run-time loop over the states (NV at a time, the NV unrolled): a fully unrolled one lets the compiler hoist
+        # all states' loads
+        for n0 in range(0, N, NV):
+            if NV > 1:  # B and C of NV states per token as one vector load each
+                vo = xdrow[:, :, None] + (n0 + tl.arange(0, NV))[None, None, :]
+                b4 = tl.load(vo + RP4, mask=valid[None, :, None], other=0.0)
+                c4 = tl.load(vo + RP4 + NP4, mask=valid[None, :, None], other=0.0)
+            for k in tl.static_range(NV):
+                n = n0 + k
+                a2n = tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
+                An = tl.load(aneg_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
+                if NV == 1:
+                    Bn = tl.load(xdrow + RP4 + n, mask=valid[None, :], other=0.0)
+                    Cn = tl.load(xdrow + RP4 + NP4 + n, mask=valid[None, :], other=0.0)
+                else:
+                    Bn = _pick_last(b4, k)
+                    Cn = _pick_last(c4, k)
+                hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
+                gcn = tl.load(gc_c + n * D, mask=mask_d, other=0.0)
+                dAn = tl.load(dA_c + n * D, mask=mask_d & (cc > 0), other=0.0)
+                a = _exp2(delta * a2n[:, None], FAST)
+                bx = u * Bn
+                # states h_j and ah_j = exp(delta_j A) h_{j-1} of the chunk's rows, from the checkpoint
+                ah_in = a * hin[:, None]
+                _, hs, ah = tl.associative_scan(
+                    (a, tl.where(is_first, bx + ah_in, bx), tl.where(is_first, ah_in, 0.0)), 1, _lin_combine_prev
+                )
+                yacc += hs * Cn
+                g = gy * Cn + tl.where(is_last, gcn[:, None], 0.0)
+                # the adjoint scan G_j = g_j + a_{j+1} G_{j+1} as a forward scan of the flipped rows (Triton 3.6
+                # lowers `reverse=True` over in-thread rows with ~115 shuffles; the flips are register renames), the
+                # decay taken from the previous element of the scan (`_rev_shifted`): no exp(delta_{j+1} A) per row
+                _, _, G = tl.associative_scan((tl.full([BD, T], 1.0, tl.float32), tl.flip(a, 1), tl.flip(g, 1)), 1,
+                                              _rev_shifted)
+                G = tl.flip(G, 1)
+                Gah = G * ah
+                tl.store(dA_c + n * D, dAn + tl.sum(Gah * delta, axis=1), mask=mask_d)
+                GB = G * Bn
+                ddl_acc += GB * xc + Gah * An[:, None]
+                dxc_acc += GB * delta
+                if RS:
+                    dBC = _channel_sums_scattered(G * u, gy * hs, lane2, offs_j, BD, T, SH, RS_ASM)
+                    tl.store(rs_ptr + n, dBC, mask=rs_valid)
+                else:
+                    dB = tl.sum(G * u, axis=0)
+                    dC = tl.sum(gy * hs, axis=0)
+                    tl.store(rowp + RP4 + n, dB, mask=valid)
+                    tl.store(rowp + RP4 + NP4 + n, dC, mask=valid)
+                tl.store(gc_c + n * D, tl.sum(tl.where(is_first, a * G, 0.0), axis=1), mask=mask_d)
         yv = yacc + dsk[:, None] * xc
         tl.store(y_base + tok[None, :] * s_y_l + dc2, yv, mask=valid2)
         tl.store(dxc_base + tok[None, :] * s_y_l + dc2, dxc_acc + gy * dsk[:, None], mask=valid2)
@@ -1559,6 +1579,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
             return None
         maxnreg = cfg.get("maxnreg")
         rs = cfg.get("GROUP", 5) == 6
+        nv = cfg.get("NV", 1) if tabs.n % cfg.get("NV", 1) == 0 else 1  # states per vector load of B and C
         if rs and (bd != 32 or cfg["num_warps"] != 1 or t_chunk not in (4, 8)):
             raise ValueError(f"SCAN_BWD_CONFIG GROUP 6 needs BD 32, num_warps 1 and T 4 or 8, got {cfg}")
         _scan_bwd_group_kernel[(ndb, 2, batch * nblk)](
@@ -1568,7 +1589,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
             xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
             dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
             R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-            BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(),
+            BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv,
             num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
         )
         del gcar
