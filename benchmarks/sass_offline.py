@@ -89,7 +89,8 @@ def report(name, kernel):
             return sum(v for k, v in ops.items() if k.startswith(prefix))
         print(f"  SUMMARY group kernel: regs {regs and regs.group(1)} stack {stack and stack.group(1)} | state loop "
               f"{n} instrs: SHFL {count('SHFL')} MUFU {count('MUFU')} LDG {count('LDG')} STG {count('STG')} "
-              f"SEL {count('SEL') + count('FSEL')} BAR {count('BAR')} STS/LDS {count('STS') + count('LDS')}")
+              f"SEL {count('SEL') + count('FSEL')} BAR {count('BAR')} STS/LDS {count('STS') + count('LDS')} "
+              f"spill LDL/STL {count('LDL')}/{count('STL')}")
 
 
 which = sys.argv[1] if len(sys.argv) > 1 else "fwd"
