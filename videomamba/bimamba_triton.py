@@ -1361,7 +1361,10 @@ SUM_DIRECTIONS = True
 # SASS, Triton 3.6, sm_90: group kernel T 8 254 registers / 168 with the cap, 396-427 instructions per state and
 # chunk; T 4 131-150 registers, 218-234; sweep kernel 128 registers, 162 with SWEEP_PIPE). GPU timings:
 # benchmarks/bench_scan_bwd.py (H100, Ti mixer, bf16, batch 32 x 16 frames: scan kernels v4 26.3 ms, v5 T 8 7.45,
-# with the cap 7.78, T 4 8.12; batch 8 x 64 frames: 89.8 -> 11.9 ms).
+# with the cap 7.78, T 4 8.12; batch 8 x 64 frames: 89.8 -> 11.9 ms). Optional keys for the group kernel: "GROUP": 6
+# (its dB / dC channel sums as one inline-PTX reduce-scatter: 16 shuffles per state and 8-token chunk instead of 80,
+# bitwise the same results; needs BD 32, one warp, T 4 or 8; offline 281 instructions per state and chunk against 396,
+# 235 registers), "NV": 2 or 4 (B and C of that many states per vector load), "maxnreg"; see NOTES_triton.md (v6).
 SCAN_BWD_CONFIG = {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
