@@ -42,6 +42,19 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant
     "v5 T8 sweep BD128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True, "SWEEP_BD": 128},
     # the sweeps two tokens per iteration (two register sets alternating)
     "v5 T8 sweep unroll2": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True, "SWEEP_UNROLL": 2},
+    # group kernel v6: the dB / dC channel sums as one reduce-scatter in inline PTX (16 shuffles per state and chunk
+    # instead of 80), one store per lane
+    "v6 T8": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
+    "v6 T8 r168": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": True},
+    "v6 T4": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
+    # ... and B, C of 2 or 4 states per vector load (the state loop unrolled by as many)
+    "v6 T8 nv2": {"VERSION": 5, "GROUP": 6, "NV": 2, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
+    "v6 T8 nv4": {"VERSION": 5, "GROUP": 6, "NV": 4, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
+    "v6 T4 nv4": {"VERSION": 5, "GROUP": 6, "NV": 4, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
+    "v6 T4 r128": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128, "SWEEP_PIPE": True},
+    "v6 T4 nv2": {"VERSION": 5, "GROUP": 6, "NV": 2, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
+    "v6 T4 nv4 r128": {"VERSION": 5, "GROUP": 6, "NV": 4, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128,
+                       "SWEEP_PIPE": True},
 }
 
 

@@ -8,8 +8,8 @@ and the instruction mix of each loop, from the SASS (`cuobjdump` ships in the Tr
 
 KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`; the chunked v6 kernel: `VERSION=6 T=4 VEC=true
 XREG=true maxnreg=null`), XPROJ_CONFIG with an `X_` prefix (`X_SPLIT=true`), SCAN_BWD_CONFIG with a `B_` prefix
-(`B_VERSION=4 B_T=8`), XPROJ_BWD_CONFIG with `XB_`, CONV_BWD_CONFIG with `CB_`. The SASS goes to /tmp/<kernel>.sass,
-the PTX and TTGIR of the forward scan beside it. Use the
+(`B_VERSION=4 B_T=8`), XPROJ_BWD_CONFIG with `XB_`, CONV_BWD_CONFIG with `CB_`. The SASS goes to
+$SASS_OUT/<kernel>.sass (default /tmp), the PTX and TTGIR of the forward scan beside it. Use the
 Triton version of the GPU machine: the layouts, and so the instruction counts, differ between versions.
 """
 import collections, os, re, subprocess, sys, tempfile
@@ -31,6 +31,8 @@ class FakeDriver:
 
 
 driver.set_active(FakeDriver())
+OUTDIR = os.environ.get("SASS_OUT", "/tmp")  # helpers running side by side: one folder each
+os.makedirs(OUTDIR, exist_ok=True)
 
 sys.path.insert(0, os.getcwd())
 from videomamba import bimamba_triton as bt  # noqa
@@ -72,13 +74,25 @@ def report(name, kernel):
         tgt = re.search(r"0x([0-9a-f]+)", text.split("BRA")[-1]) if "BRA" in text else None
         if tgt and int(tgt.group(1), 16) < addr:
             loops.append((int(tgt.group(1), 16), addr))
-    open(f"/tmp/{name}.sass", "w").write(sass)
-    open(f"/tmp/{name}.ttgir", "w").write(kernel.asm["ttgir"])
+    open(f"{OUTDIR}/{name}.sass", "w").write(sass)
+    open(f"{OUTDIR}/{name}.ttgir", "w").write(kernel.asm["ttgir"])
     print(f"{name}: regs {regs and regs.group(1)} stack {stack and stack.group(1)} total instrs {len(instrs)}")
+    inner = None
     for start, end in loops:
         body = [t for a, t in instrs if start <= a <= end]
         ops = collections.Counter(t.split()[1] if t.startswith("@") else t.split()[0] for t in body)
         print(f"  loop {start:#x}-{end:#x}: {len(body)} instrs", dict(ops.most_common(25)))
+        if inner is None or len(body) < inner[0]:
+            inner = (len(body), ops)
+    if name == "_scan_bwd_group_kernel" and inner is not None:
+        # the innermost loop is the state loop: instructions per state and chunk (per group of states with NV > 1)
+        n, ops = inner
+        def count(prefix):
+            return sum(v for k, v in ops.items() if k.startswith(prefix))
+        print(f"  SUMMARY group kernel: regs {regs and regs.group(1)} stack {stack and stack.group(1)} | state loop "
+              f"{n} instrs: SHFL {count('SHFL')} MUFU {count('MUFU')} LDG {count('LDG')} STG {count('STG')} "
+              f"SEL {count('SEL') + count('FSEL')} BAR {count('BAR')} STS/LDS {count('STS') + count('LDS')} "
+              f"spill LDL/STL {count('LDL')}/{count('STL')}")
 
 
 which = sys.argv[1] if len(sys.argv) > 1 else "fwd"
@@ -118,5 +132,5 @@ for name, kernel in captured.items():
         report(name, kernel)
 for name, kernel in captured.items():
     if kernel is not None and hasattr(kernel, "asm") and name.startswith("_scan_"):
-        open("/tmp/_scan_fwd_kernel.ptx", "w").write(kernel.asm["ptx"])
-        open("/tmp/_scan_fwd_kernel.ttgir", "w").write(kernel.asm["ttgir"])
+        open(f"{OUTDIR}/_scan_fwd_kernel.ptx", "w").write(kernel.asm["ptx"])
+        open(f"{OUTDIR}/_scan_fwd_kernel.ttgir", "w").write(kernel.asm["ttgir"])

@@ -470,6 +470,159 @@ def test_interpreter_forward_v6_chunked():
             assert r["v6_vs_f64"] < 1.1 * r["v4_vs_f64"] + 1e-3, (name, r)
 
 
+def _simulate_reduce_scatter_ptx(ptx, values, lanes):
+    """Run the straight-line PTX of `bimamba_triton._reduce_scatter_ptx` on 32 lanes at once (numpy float32):
+    `values` (2T, 32) the value operands of every lane, `lanes` (32,) the lane-index operand. Returns the T outputs
+    (T, 32). Knows exactly the instructions that PTX uses (anything else fails the test)."""
+    import re
+
+    import numpy as np
+
+    t_rows = values.shape[0] // 2
+    ops = {k: values[k - t_rows] for k in range(t_rows, 3 * t_rows)}
+    ops.update({k: lanes for k in range(3 * t_rows, 4 * t_rows)})
+    regs, outs = {}, {}
+
+    def val(name):
+        name = name.strip()
+        if name.startswith("$"):
+            return ops[int(name[1:])]
+        if name.startswith("%"):
+            return regs[name]
+        return np.uint32(int(name))
+
+    for line in ptx.splitlines():
+        line = line.strip()
+        if line in ("{", "}") or line.startswith(".reg"):
+            continue
+        op, args = line.rstrip(";").split(None, 1)
+        args = [a.strip() for a in args.split(",")]
+        if op == "mov.b32":
+            if args[0].startswith("$"):
+                outs[int(args[0][1:])] = regs[args[1]].copy()
+            else:
+                regs[args[0]] = val(args[1]).copy()
+        elif op == "and.b32":
+            regs[args[0]] = val(args[1]).astype(np.uint32) & val(args[2])
+        elif op == "setp.ne.b32":
+            regs[args[0]] = val(args[1]) != val(args[2])
+        elif op == "selp.b32":
+            regs[args[0]] = np.where(regs[args[3]], val(args[1]), val(args[2])).astype(np.float32)
+        elif op == "shfl.sync.bfly.b32":
+            assert args[3:] == ["31", "-1"], line
+            regs[args[0]] = val(args[1])[np.arange(32) ^ int(args[2])]
+        elif op == "add.f32":
+            regs[args[0]] = (val(args[1]) + val(args[2])).astype(np.float32)
+        else:
+            raise AssertionError(f"unexpected PTX line {line!r}")
+        assert not re.search(r"\$\d+", args[0]) or op == "mov.b32", line
+    return np.stack([outs[k] for k in range(t_rows)])
+
+
+@pytest.mark.parametrize("t_rows", [4, 8])
+def test_reduce_scatter_ptx_matches_butterfly_sums(t_rows):
+    """The v6 group kernel's inline-PTX reduce-scatter (`SCAN_BWD_CONFIG["GROUP"] = 6`), run instruction by
+    instruction on 32 simulated lanes: lane l ends with the 32-lane sum of value l >> SH (P rows, then Q rows) in all
+    its outputs, bitwise equal to the butterfly that `tl.sum(axis=0)` compiles to (lane ^ 16, 8, 4, 2, 1), which is
+    the row and column `_channel_sums_scattered`'s interpreter path (and the kernel's stores) assign to that lane;
+    and it uses 2T - 1 + 5 - log2(2T) shuffles."""
+    import numpy as np
+
+    from videomamba import bimamba_triton as bt
+
+    ptx = bt._reduce_scatter_ptx(t_rows)
+    assert ptx.count("shfl.sync") == 2 * t_rows - 1 + 5 - (2 * t_rows).bit_length() + 1
+    assert len(bt._reduce_scatter_constraints(t_rows).split(",")) == 4 * t_rows
+    rng = np.random.default_rng(t_rows)
+    # values over many magnitudes, so that a different order of additions would show in the last bits
+    values = (rng.standard_normal((2 * t_rows, 32)) * 10.0 ** rng.integers(-3, 4, (2 * t_rows, 32))).astype(np.float32)
+    out = _simulate_reduce_scatter_ptx(ptx, values, np.arange(32, dtype=np.uint32))
+    butterfly = values.copy()
+    for m in (16, 8, 4, 2, 1):
+        butterfly = (butterfly + butterfly[:, np.arange(32) ^ m]).astype(np.float32)
+    assert (butterfly == butterfly[:, :1]).all()  # every lane holds the same total
+    sh = 4 - (t_rows.bit_length() - 1)
+    for lane in range(32):
+        idx = lane >> sh
+        assert (out[:, lane] == butterfly[idx, 0]).all(), (lane, out[:, lane], butterfly[idx, 0])
+    # and not merely close: the float64 sums differ from the float32 tree in the last bits for some values
+    assert not np.array_equal(values.astype(np.float64).sum(1).astype(np.float32), butterfly[:, 0])
+
+
+_GROUP6_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+    import torch
+    from conftest import tiny_config
+    from test_triton_scan import _patch_interpreter, _randomize
+    from videomamba.modeling_videomamba import VideoMambaMixer
+    from videomamba import bimamba_triton as bt
+
+    _patch_interpreter()
+    # d_inner 48: a full and a partial 32-channel block; 4 states, rank 2
+    mixer = _randomize(VideoMambaMixer(tiny_config(hidden_size=24, state_size=4), layer_idx=0))
+    params = bt.stacked_mixer_parameters(mixer)
+    tabs = bt._Tables(*params)
+    a_exact = -torch.exp(params[5].detach().double())
+    aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
+    aneg[..., : tabs.n] = a_exact
+    a2[..., : tabs.n] = a_exact * bt.LOG2E
+    cfg0, da0 = dict(bt.SCAN_BWD_CONFIG), bt.DA_BLOCK
+    cases = {  # name: (dtype, length, T, DA_BLOCK, the GROUP 6 runs' extra settings)
+        # 3 chunks: a group of 2, then a partial group; a partial chunk
+        "fp32_L19_t8_g2": (torch.float32, 19, 8, 2, [{}, {"NV": 4}]),
+        "fp32_L11_t4": (torch.float32, 11, 4, 16, [{"NV": 2}]),
+        "bf16_L9_t8": (torch.bfloat16, 9, 8, 16, [{"NV": 4}]),
+    }
+    results = {}
+    for name, (dtype, length, t_chunk, da_block, extras) in cases.items():
+        gen = torch.Generator().manual_seed(length)
+        xz = torch.randn(1, length, 2 * 48, generator=gen).to(dtype)
+        dout = torch.randn(1, length, 2, 48, generator=gen).to(dtype)
+        xdbl = bt._xproj_recompute(xz, tabs)
+        runs = []
+        for group, extra in [(5, {})] + [(6, e) for e in extras]:
+            bt.SCAN_BWD_CONFIG.clear(); bt.SCAN_BWD_CONFIG.update(cfg0, T=t_chunk, GROUP=group, **extra)
+            bt.DA_BLOCK = da_block
+            y, dxc, ddp, dxd_part, dA, dD = bt._scan_bwd_scan(xz, xdbl, dout, dout.stride(2), tabs, a2, aneg)
+            # the columns and state rows the kernels write (the rest is padding, never written)
+            cols = list(range(tabs.rp4, tabs.rp4 + tabs.n)) + list(range(tabs.rp4 + tabs.np4, tabs.rp4 + tabs.np4 + tabs.n))
+            runs.append([y, dxc, ddp, dxd_part[..., cols], dA[:, :, :, : tabs.n], dD])
+        bt.SCAN_BWD_CONFIG.clear(); bt.SCAN_BWD_CONFIG.update(cfg0); bt.DA_BLOCK = da0
+        results[name] = [
+            [(a.double() - b.double()).abs().max().item(), b.double().abs().max().item(), bool(torch.isfinite(a).all())]
+            for run in runs[1:] for a, b in zip(run, runs[0])
+        ]
+    print(json.dumps(results))
+    """
+)
+
+
+def test_interpreter_group6_matches_group5():
+    """The v6 group kernel (`SCAN_BWD_CONFIG["GROUP"] = 6`: dB / dC channel sums as a reduce-scatter, one store per
+    lane; with NV 2 or 4, B and C of that many states per vector load) against the default v5 group kernel, in the
+    interpreter: all six outputs of the backward's scan kernels
+    (`_scan_bwd_scan`: y, dxc, ddp, the x_dbl gradient's dB / dC / dt columns, the dA and dD partial sums; every
+    gradient is computed from them by the same host code) exactly equal, float32 and bfloat16, T 8 and 4, groups of
+    2 chunks or one, lengths ending inside a chunk, a partial channel block. The interpreter runs
+    `_channel_sums_scattered`'s selection path; the GPU's inline PTX is checked by
+    `test_reduce_scatter_ptx_matches_butterfly_sums`."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _GROUP6_SCRIPT],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == 3
+    for case, tensors in results.items():
+        assert len(tensors) == 6 * (2 if case == "fp32_L19_t8_g2" else 1), case
+        for i, (diff, scale, finite) in enumerate(tensors):
+            assert finite and scale > 0 and diff == 0.0, (case, i, diff, scale)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # GPU
 # ---------------------------------------------------------------------------------------------------------------

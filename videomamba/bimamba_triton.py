@@ -1176,6 +1176,86 @@ def _scan_bwd_sweep_kernel(
             t -= step
 
 
+def _reduce_scatter_ptx(t_rows: int) -> str:
+    """PTX of the per-state channel sums of the v6 group kernel (`GROUP` 6): a reduce-scatter over the 32 lanes of
+    the 2 T values each lane holds (operands $2T.. : P_0..P_{T-1} = G u, then Q_0..Q_{T-1} = gy h, one channel per
+    lane; then T copies of the lane index). Each halving step exchanges half of the values with lane ^ m (the lane
+    with bit m set keeps the upper half and sends the lower one), adds, and drops the half sent; once one value is
+    left the remaining lane bits are full butterfly steps. Lane l ends with the sum over the 32 lanes of value
+    l >> (5 - log2(2T)) (P_j for j < T, else Q_{j-T}), in all T outputs. Every sum is the same tree of additions
+    as the butterfly of `tl.sum(axis=0)` (lane ^ 16 first, then 8, 4, 2, 1), so the results are bitwise equal:
+    2T - 1 + 5 - log2(2T) shuffles instead of 10 T (T 8: 16 instead of 80)."""
+    nv = 2 * t_rows
+    assert nv & (nv - 1) == 0 and 2 <= nv <= 32, t_rows
+    lines = ["{", ".reg .pred %rsp;", ".reg .b32 %rsm;", f".reg .f32 %rsv<{nv}>, %rss, %rsr;"]
+    lines += [f"mov.b32 %rsv{i}, ${t_rows + i};" for i in range(nv)]
+    width, mask = nv, 16
+    while width > 1:
+        half = width // 2
+        lines += [f"and.b32 %rsm, ${t_rows + nv}, {mask};", "setp.ne.b32 %rsp, %rsm, 0;"]
+        for i in range(half):
+            lines += [
+                f"selp.b32 %rss, %rsv{i}, %rsv{i + half}, %rsp;",
+                f"selp.b32 %rsv{i}, %rsv{i + half}, %rsv{i}, %rsp;",
+                f"shfl.sync.bfly.b32 %rsr, %rss, {mask}, 31, -1;",
+                f"add.f32 %rsv{i}, %rsv{i}, %rsr;",
+            ]
+        width, mask = half, mask // 2
+    while mask >= 1:
+        lines += [f"shfl.sync.bfly.b32 %rsr, %rsv0, {mask}, 31, -1;", "add.f32 %rsv0, %rsv0, %rsr;"]
+        mask //= 2
+    lines += [f"mov.b32 ${i}, %rsv0;" for i in range(t_rows)]
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _reduce_scatter_constraints(t_rows: int) -> str:
+    return ",".join(["=f"] * t_rows + ["f"] * (2 * t_rows) + ["r"] * t_rows)
+
+
+_RS_PTX_T8 = tl.constexpr(_reduce_scatter_ptx(8))
+_RS_CON_T8 = tl.constexpr(_reduce_scatter_constraints(8))
+_RS_PTX_T4 = tl.constexpr(_reduce_scatter_ptx(4))
+_RS_CON_T4 = tl.constexpr(_reduce_scatter_constraints(4))
+
+
+@triton.jit
+def _keep_first(a, b):
+    return a
+
+
+@triton.jit
+def _channel_sums_scattered(P, Q, lane2, offs_j, BD: tl.constexpr, T: tl.constexpr, SH: tl.constexpr,
+                            ASM: tl.constexpr):
+    """(BD,) per lane l: sum over the BD = 32 channels (lanes) of P[:, j] if l >> SH < T else of Q[:, j],
+    j = (l >> SH) % T (P, Q (BD, T); lane2 (BD, T) int32 the channel index). ASM: `_reduce_scatter_ptx`'s shuffles;
+    otherwise (the interpreter, which has no inline assembly) two `tl.sum`s and a selection, the same values."""
+    if ASM:
+        if T == 8:
+            out = tl.inline_asm_elementwise(_RS_PTX_T8, _RS_CON_T8, [P, Q, lane2], dtype=tl.float32, is_pure=True,
+                                            pack=8)
+        else:
+            out = tl.inline_asm_elementwise(_RS_PTX_T4, _RS_CON_T4, [P, Q, lane2], dtype=tl.float32, is_pure=True,
+                                            pack=4)
+        return tl.reduce(out, 1, _keep_first)
+    else:
+        lane = tl.arange(0, BD)
+        idx = lane >> SH
+        jl = idx % T
+        sp = tl.sum(P, axis=0)
+        sq = tl.sum(Q, axis=0)
+        pick = tl.where((idx >= T)[:, None], sq[None, :], sp[None, :])
+        return tl.sum(tl.where(jl[:, None] == offs_j[None, :], pick, 0.0), axis=1)
+
+
+
+@triton.jit
+def _pick_last(x, k: tl.constexpr):
+    """x[..., k] of a tile whose last axis lies in each thread's registers (a register pick once compiled)."""
+    sel = tl.arange(0, x.shape[2])[None, None, :] == k
+    return tl.sum(tl.where(sel, x, -0.0), axis=2)
+
+
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_bwd_group_kernel(
     xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr,
@@ -1185,13 +1265,20 @@ def _scan_bwd_group_kernel(
     R: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
     RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, GCH: tl.constexpr, FAST: tl.constexpr,
+    RS: tl.constexpr = False, RS_ASM: tl.constexpr = False, NV: tl.constexpr = 1,
 ):
     """Phase 2 of the v5 backward: one group of GCH chunks of T tokens, BD channels, one direction of one sample
     (grid: channel block, direction, sample * NGRP + group). The chunks of the group from its last, as in
     `_scan_bwd_kernel`'s phase 2, starting from the adjoint carry that `_scan_bwd_sweep_kernel` stored for the group
     (`gcar`, updated in place per state: no (4 NG, BD) tiles in registers) and the state checkpoints `ckpt`.
     Same outputs as `_scan_bwd_kernel`; the dA (B, 2, NGRP, 4 NG, D) and dD (B, 2, NGRP, D) partial sums are one
-    per group (float32 over at most GCH * T tokens; added in float64 on the host)."""
+    per group (float32 over at most GCH * T tokens; added in float64 on the host).
+
+    RS (v6, `SCAN_BWD_CONFIG["GROUP"] = 6`; needs BD = 32, one warp, T 4 or 8): the dB / dC channel sums of a state
+    as one reduce-scatter (`_channel_sums_scattered`; RS_ASM: shuffles in inline PTX) instead of a butterfly per
+    row, each lane then storing one distinct value (lane l: row (l >> SH) % T, dB for l < 16, dC above; one lane of
+    every 2^SH), through one pointer per lane instead of T row pointers. NV (a divisor of N; 1 by default): the state
+    loop NV states per iteration (unrolled), B and C of the NV states loaded as one vector per token."""
     pid_d = tl.program_id(0)
     dr = tl.program_id(1)
     pid_g = tl.program_id(2)
@@ -1232,6 +1319,13 @@ def _scan_bwd_group_kernel(
     dxc_base = dxc_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
     do_base = dout_ptr + pid_b.to(tl.int64) * s_do_b + dr * s_do_dir
     dxd_base = dxd_ptr + ((pid_b.to(tl.int64) * L) * 2 * NDB + dr * NDB + pid_d) * PS
+    if RS:
+        SH: tl.constexpr = 4 - (T.bit_length() - 1)  # 5 - log2(2 T)
+        lane = tl.arange(0, BD)
+        lane2 = lane[:, None] + zero2
+        rs_row = (lane >> SH) % T
+        rs_col = RP4 + (lane >> SH >= T).to(tl.int32) * NP4
+        rs_lead = (lane & ((1 << SH) - 1)) == 0
     c_lo = grp * GCH
     nc = tl.minimum(GCH, NCH - c_lo)
     for cc in range(0, nc):
@@ -1240,6 +1334,11 @@ def _scan_bwd_group_kernel(
         valid = pos < L
         tok = pos + dr * (L - 1 - 2 * pos)
         tok = tl.where(valid, tok, 0)
+        if RS:
+            rs_pos = c * T + rs_row
+            rs_valid = rs_lead & (rs_pos < L)
+            rs_tok = tl.where(rs_pos < L, rs_pos + dr * (L - 1 - 2 * rs_pos), 0)
+            rs_ptr = dxd_base + rs_tok * (2 * NDB * PS) + rs_col
         valid2 = valid[None, :] & dmask2
         # conv over the direction's past: scan positions i, i-1, ..., i-K+1
         xrow = x_base + tok[None, :] * s_xz_l + dc2
@@ -1269,40 +1368,57 @@ def _scan_bwd_group_kernel(
         dxc_acc = tl.zeros([BD, T], dtype=tl.float32)
         ddl_acc = tl.zeros([BD, T], dtype=tl.float32)
         ck_c = ck_base + c * (NP4 * D) + dc
-        rowp = dxd_base + tok * (2 * NDB * PS)
-        for n in range(0, N):  # a run-time loop: an unrolled one lets the compiler hoist all states' loads
-            a2n = tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
-            An = tl.load(aneg_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
-            Bn = tl.load(xdrow + RP4 + n, mask=valid[None, :], other=0.0)
-            Cn = tl.load(xdrow + RP4 + NP4 + n, mask=valid[None, :], other=0.0)
-            hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
-            gcn = tl.load(gc_c + n * D, mask=mask_d, other=0.0)
-            dAn = tl.load(dA_c + n * D, mask=mask_d & (cc > 0), other=0.0)
-            a = _exp2(delta * a2n[:, None], FAST)
-            bx = u * Bn
-            # states h_j and ah_j = exp(delta_j A) h_{j-1} of the chunk's rows, from the checkpoint
-            ah_in = a * hin[:, None]
-            _, hs, ah = tl.associative_scan(
-                (a, tl.where(is_first, bx + ah_in, bx), tl.where(is_first, ah_in, 0.0)), 1, _lin_combine_prev
-            )
-            yacc += hs * Cn
-            g = gy * Cn + tl.where(is_last, gcn[:, None], 0.0)
-            # the adjoint scan G_j = g_j + a_{j+1} G_{j+1} as a forward scan of the flipped rows (Triton 3.6
-            # lowers `reverse=True` over in-thread rows with ~115 shuffles; the flips are register renames), the
-            # decay taken from the previous element of the scan (`_rev_shifted`): no exp(delta_{j+1} A) per row
-            _, _, G = tl.associative_scan((tl.full([BD, T], 1.0, tl.float32), tl.flip(a, 1), tl.flip(g, 1)), 1,
-                                          _rev_shifted)
-            G = tl.flip(G, 1)
-            Gah = G * ah
-            tl.store(dA_c + n * D, dAn + tl.sum(Gah * delta, axis=1), mask=mask_d)
-            GB = G * Bn
-            ddl_acc += GB * xc + Gah * An[:, None]
-            dxc_acc += GB * delta
-            dB = tl.sum(G * u, axis=0)
-            dC = tl.sum(gy * hs, axis=0)
-            tl.store(rowp + RP4 + n, dB, mask=valid)
-            tl.store(rowp + RP4 + NP4 + n, dC, mask=valid)
-            tl.store(gc_c + n * D, tl.sum(tl.where(is_first, a * G, 0.0), axis=1), mask=mask_d)
+        if not RS:
+            rowp = dxd_base + tok * (2 * NDB * PS)
+        # a run-time loop over the states (NV at a time, the NV unrolled): a fully unrolled one lets the compiler hoist
+        # all states' loads
+        for n0 in range(0, N, NV):
+            if NV > 1:  # B and C of NV states per token as one vector load each
+                vo = xdrow[:, :, None] + (n0 + tl.arange(0, NV))[None, None, :]
+                b4 = tl.load(vo + RP4, mask=valid[None, :, None], other=0.0)
+                c4 = tl.load(vo + RP4 + NP4, mask=valid[None, :, None], other=0.0)
+            for k in tl.static_range(NV):
+                n = n0 + k
+                a2n = tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
+                An = tl.load(aneg_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
+                if NV == 1:
+                    Bn = tl.load(xdrow + RP4 + n, mask=valid[None, :], other=0.0)
+                    Cn = tl.load(xdrow + RP4 + NP4 + n, mask=valid[None, :], other=0.0)
+                else:
+                    Bn = _pick_last(b4, k)
+                    Cn = _pick_last(c4, k)
+                hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
+                gcn = tl.load(gc_c + n * D, mask=mask_d, other=0.0)
+                dAn = tl.load(dA_c + n * D, mask=mask_d & (cc > 0), other=0.0)
+                a = _exp2(delta * a2n[:, None], FAST)
+                bx = u * Bn
+                # states h_j and ah_j = exp(delta_j A) h_{j-1} of the chunk's rows, from the checkpoint
+                ah_in = a * hin[:, None]
+                _, hs, ah = tl.associative_scan(
+                    (a, tl.where(is_first, bx + ah_in, bx), tl.where(is_first, ah_in, 0.0)), 1, _lin_combine_prev
+                )
+                yacc += hs * Cn
+                g = gy * Cn + tl.where(is_last, gcn[:, None], 0.0)
+                # the adjoint scan G_j = g_j + a_{j+1} G_{j+1} as a forward scan of the flipped rows (Triton 3.6
+                # lowers `reverse=True` over in-thread rows with ~115 shuffles; the flips are register renames), the
+                # decay taken from the previous element of the scan (`_rev_shifted`): no exp(delta_{j+1} A) per row
+                _, _, G = tl.associative_scan((tl.full([BD, T], 1.0, tl.float32), tl.flip(a, 1), tl.flip(g, 1)), 1,
+                                              _rev_shifted)
+                G = tl.flip(G, 1)
+                Gah = G * ah
+                tl.store(dA_c + n * D, dAn + tl.sum(Gah * delta, axis=1), mask=mask_d)
+                GB = G * Bn
+                ddl_acc += GB * xc + Gah * An[:, None]
+                dxc_acc += GB * delta
+                if RS:
+                    dBC = _channel_sums_scattered(G * u, gy * hs, lane2, offs_j, BD, T, SH, RS_ASM)
+                    tl.store(rs_ptr + n, dBC, mask=rs_valid)
+                else:
+                    dB = tl.sum(G * u, axis=0)
+                    dC = tl.sum(gy * hs, axis=0)
+                    tl.store(rowp + RP4 + n, dB, mask=valid)
+                    tl.store(rowp + RP4 + NP4 + n, dC, mask=valid)
+                tl.store(gc_c + n * D, tl.sum(tl.where(is_first, a * G, 0.0), axis=1), mask=mask_d)
         yv = yacc + dsk[:, None] * xc
         tl.store(y_base + tok[None, :] * s_y_l + dc2, yv, mask=valid2)
         tl.store(dxc_base + tok[None, :] * s_y_l + dc2, dxc_acc + gy * dsk[:, None], mask=valid2)
@@ -1525,7 +1641,10 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
 # SASS, Triton 3.6, sm_90: group kernel T 8 254 registers / 168 with the cap, 396-427 instructions per state and
 # chunk; T 4 131-150 registers, 218-234; sweep kernel 128 registers, 162 with SWEEP_PIPE). GPU timings:
 # benchmarks/bench_scan_bwd.py (H100, Ti mixer, bf16, batch 32 x 16 frames: scan kernels v4 26.3 ms, v5 T 8 7.45,
-# with the cap 7.78, T 4 8.12; batch 8 x 64 frames: 89.8 -> 11.9 ms).
+# with the cap 7.78, T 4 8.12; batch 8 x 64 frames: 89.8 -> 11.9 ms). Optional keys for the group kernel: "GROUP": 6
+# (its dB / dC channel sums as one inline-PTX reduce-scatter: 16 shuffles per state and 8-token chunk instead of 80,
+# bitwise the same results; needs BD 32, one warp, T 4 or 8; offline 281 instructions per state and chunk against 396,
+# 235 registers), "NV": 2 or 4 (B and C of that many states per vector load), "maxnreg"; see NOTES_triton.md (v6).
 SCAN_BWD_CONFIG = {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
@@ -1767,6 +1886,10 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
         if _sweep_only:
             return None
         maxnreg = cfg.get("maxnreg")
+        rs = cfg.get("GROUP", 5) == 6
+        nv = cfg.get("NV", 1) if tabs.n % cfg.get("NV", 1) == 0 else 1  # states per vector load of B and C
+        if rs and (bd != 32 or cfg["num_warps"] != 1 or t_chunk not in (4, 8)):
+            raise ValueError(f"SCAN_BWD_CONFIG GROUP 6 needs BD 32, num_warps 1 and T 4 or 8, got {cfg}")
         _scan_bwd_group_kernel[(ndb, 2, batch * nblk)](
             xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
             ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, aneg,
@@ -1774,7 +1897,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
             xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
             dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
             R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-            BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast,
+            BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv,
             num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
         )
         del gcar
