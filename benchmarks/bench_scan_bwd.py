@@ -55,6 +55,12 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant
     "v6 T4 nv2": {"VERSION": 5, "GROUP": 6, "NV": 2, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
     "v6 T4 nv4 r128": {"VERSION": 5, "GROUP": 6, "NV": 4, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128,
                        "SWEEP_PIPE": True},
+    "v6 T8 r128": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_PIPE": True},
+    "v6 T8 r144": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 144, "SWEEP_PIPE": True},
+    "v6 T8 nv2 r168": {"VERSION": 5, "GROUP": 6, "NV": 2, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168,
+                       "SWEEP_PIPE": True},
+    "v6 T8 r168 sweep r128": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168,
+                              "SWEEP_PIPE": True, "SWEEP_MAXNREG": 128},
 }
 
 
