@@ -61,6 +61,8 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant
                        "SWEEP_PIPE": True},
     "v6 T8 r168 sweep r128": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168,
                               "SWEEP_PIPE": True, "SWEEP_MAXNREG": 128},
+    "v6 T8 r128 sweep unroll2 r168": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128,
+                                      "SWEEP_PIPE": True, "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 168},
 }
 
 
