@@ -1648,9 +1648,11 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
 # Measured (session 4, same shapes): scan kernels v5 T 8 7.58 ms, GROUP 6 T 8 6.81, with the 168-register cap (3 warps
 # per scheduler instead of 2) 5.98-6.10, with a 128-register cap (4 warps per scheduler; spills only outside the state
 # loop) 5.60 (the default; batch 8 x 64 frames 11.99 -> 10.18); training step 301.9 -> 265.7 ms (cap 168).
-# "SWEEP_UNROLL": 2 (two tokens per sweep iteration) is slower at batch 32 (sweeps 3.19 against 2.01 ms) though
-# faster at batch 8 x 64 frames (6.00 against 6.57).
-SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_PIPE": True}
+# "SWEEP_UNROLL": 2 (two tokens per sweep iteration) alone is slower at batch 32 (210 registers: two waves; sweeps
+# 3.19 against 2.01 ms) though faster at batch 8 x 64 frames (6.00 against 6.57); with "SWEEP_MAXNREG": 168 (one
+# wave, no spills) 1.76 against 1.91 ms at batch 32 (scan kernels 5.69 -> 5.44): the default.
+SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_PIPE": True,
+                   "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 168}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
 XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True}
