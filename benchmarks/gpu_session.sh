@@ -4,7 +4,7 @@
 # Usage (device tool, carry .wheels/kernels .wheels/av .wheels/data):
 #   bash benchmarks/gpu_session.sh tests breakdown profile recipes videotext longclip hourlong finetune bench-quick bench-sizes
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; RES=${RES:-/tmp/res}; mkdir -p "$OUT" "$RES"
+OUT=${OUT:-/tmp/out}; RES=${RES:-/tmp/res}; rm -rf "$RES"; mkdir -p "$OUT" "$RES"  # no stale results of an earlier call
 python3 -m pip install -q --no-deps --no-index --target /tmp/site .wheels/*/*.whl >"$RES/pip.log" 2>&1 || tail -5 "$RES/pip.log"
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PATH=/tmp/site/bin:$PATH
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$RES/gpu.txt"
