@@ -75,6 +75,13 @@ AUX_VARIANTS = {  # changes to (XPROJ_BWD_CONFIG, CONV_BWD_CONFIG): the x_proj /
     "aux xproj BT32 w4": ({"BT": 32, "num_warps": 4}, {}),
     "aux progs x2": ({"PROGRAMS": 16 * 132}, {}),
     "aux progs x4 conv BT16": ({"PROGRAMS": 32 * 132}, {"BT": 16}),
+    # session 4, on top of the defaults then (PROGRAMS 32 x 132, conv BT 16): wider channel blocks re-read the dxd
+    # rows fewer times (24 channel blocks of 16 read every row 24 times)
+    "aux xproj BC64": ({"BC": 64}, {}),
+    "aux xproj BC32 r128": ({"BC": 32, "maxnreg": 128}, {}),
+    "aux xproj BC64 r128": ({"BC": 64, "maxnreg": 128}, {}),
+    "aux xproj BT128": ({"BT": 128}, {}),
+    "aux xproj BC32 progs x2": ({"BC": 32, "PROGRAMS": 64 * 132}, {}),
 }
 
 

@@ -1658,8 +1658,10 @@ SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "
 XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True}
 # x_proj / SiLU backward (one direction per program) and conv backward (weight-gradient products summed once per
 # program, not per tile); PROGRAMS: the programs the token splits aim for. Picked by `bench_scan_bwd.py --aux`
-# (H100, batch 32 x 16 frames, whole layer backward 10.39 -> 10.17 ms; 12.11 before these kernels were reworked).
-XPROJ_BWD_CONFIG = {"BT": 64, "BC": 16, "num_warps": 8, "num_stages": 2, "PROGRAMS": 32 * 132}
+# (H100, batch 32 x 16 frames, whole layer backward 10.39 -> 10.17 ms; 12.11 before these kernels were reworked;
+# with the later scan kernels, 64 channels per x_proj backward program, so that every dxd row is read by 6 programs
+# instead of 24: 8.45 -> 8.10 ms).
+XPROJ_BWD_CONFIG = {"BT": 64, "BC": 64, "num_warps": 8, "num_stages": 2, "PROGRAMS": 32 * 132}
 CONV_BWD_CONFIG = {"BT": 16, "BC": 32, "num_warps": 8, "num_stages": 1}
 
 _REVERSE_LATER_FIRST = {}
