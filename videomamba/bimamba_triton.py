@@ -19,17 +19,19 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
 * `_scan_fwd_kernel`: one program per (channel block, direction, sample) walks the sequence in its direction, two
   tokens per loop iteration, each lane owning one channel's `N` states in registers, the next token's loads issued
   during the current one and rows further ahead prefetched into L2. It reads `x`, `z` and its `x_dbl` row,
-  recomputes the conv, computes `dt_proj` and softplus in registers, and writes the gated output. The mixer sums the
-  directions in one `(batch, length, d_inner)` buffer (direction 0's launch writes it, direction 1's adds to it), so
-  `out_proj` is one GEMM with K = d_inner; `bimamba_scan_fn` returns the directions separately,
-  `out2 (batch, length, 2, d_inner)`.
+  recomputes the conv, computes `dt_proj` and softplus in registers, and writes the gated output. At large batches
+  the mixer sums the directions in one `(batch, length, d_inner)` buffer (direction 0's launch writes it, direction
+  1's adds to it), so `out_proj` is one GEMM with K = d_inner; when both directions' programs fit one wave of the GPU
+  (training batches) one launch writes `out2 (batch, length, 2, d_inner)` and `out_proj` takes K = 2 d_inner;
+  `bimamba_scan_fn` always returns `out2`.
 * `_scan_fwd_chunk_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`): the same computation in chunks of T tokens as
   (channels, T) register tiles: everything but the state recurrence vectorised over the chunk, the recurrence an
   in-register scan over the chunk's tokens per state.
 * Backward (v5, the default): `_scan_bwd_sweep_kernel` (both sequential sweeps in one launch: the states entering
   every chunk of `T` tokens, and the adjoint entering every group of chunks from its right end), then
   `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk recomputing its states with an in-register
-  scan and running the adjoint scan). v4 (`SCAN_BWD_CONFIG["VERSION"] = 4`): `_scan_bwd_kernel` (per direction: a
+  scan and running the adjoint scan; with `SCAN_BWD_CONFIG["GROUP"] = 6`, the default, its per-token channel sums of
+  the B and C gradients are one reduce-scatter across the warp in inline PTX). v4 (`SCAN_BWD_CONFIG["VERSION"] = 4`): `_scan_bwd_kernel` (per direction: a
   forward sweep that stores the state every `T` tokens, then chunks of `T` tokens from the end),
   `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv backward
   into the `in_proj` output layout, `z` gradient). Nothing of size `(batch, length, d_inner, N)` is ever stored.
