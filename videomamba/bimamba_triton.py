@@ -1187,7 +1187,7 @@ def _scan_bwd_sweep_kernel(
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_bwd_split_local_kernel(
     xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr,
-    ckpt_ptr, pdel_ptr, hgrp_ptr, sdel_ptr, gcar_ptr,
+    ckpt_ptr, pdel_ptr, sdel_ptr, gcar_ptr,
     L, D, NCH, NGRP,
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_c,
     K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
@@ -1199,13 +1199,13 @@ def _scan_bwd_split_local_kernel(
     sample * NGRP + group). Same per-token arithmetic (`_sweep_state_delta`, `_sweep_adjoint_token`), loads issued
     one token ahead (PIPE), UNROLL 2 (T and GT even) two tokens per iteration as in the sequential sweeps.
 
-    Mode 0: the local state entering every chunk of the group (h = 0 at p0) into `ckpt (B, 2, NCH, 4 NG, D)` (its
-    slots), the sum of delta from p0 to the chunk's first token (exclusive) into `pdel (B, 2, NCH, D)`, the local
-    state after the group's last token into `hgrp (B, 2, NGRP, 4 NG, D)` at slot grp + 1 (not for the last group),
-    and the group's sum of delta into `sdel (B, 2, NGRP, D)`. The true state entering chunk c of group k is then
-    ckpt(c) + exp2(a2 pdel(c)) h_in(k) (the product of exp(delta_t A) over a span is exp(A sum delta)), with h_in
-    from `_scan_bwd_split_combine_kernel` (which overwrites hgrp with it) and the sum added by the group kernel
-    (`SPLIT`). Mode 1 (groups after the first): the adjoint from the group's right end with zero carry, its local
+    Mode 0: the local state entering every chunk of the group but its first (h = 0 at p0) into `ckpt (B, 2, NCH,
+    4 NG, D)` (its slots), the sum of delta from p0 to each chunk's first token (exclusive) into `pdel (B, 2, NCH,
+    D)`, the local state after the group's last token into the ckpt slot of the next group's first chunk (not for
+    the last group), and the group's sum of delta into `sdel (B, 2, NGRP, D)`. The true state entering chunk c of
+    group k is then ckpt(c) + exp2(a2 pdel(c)) h_in(k) (the product of exp(delta_t A) over a span is exp(A sum
+    delta)), h_in(k) from `_scan_bwd_split_combine_kernel` (which stores it in the slot of group k's first chunk),
+    the sum formed by the group kernel (`SPLIT`). Mode 1 (groups after the first): the adjoint from the group's right end with zero carry, its local
     exp(delta_p0 A) G_p0 into `gcar` at slot grp - 1 (the slot of the group it enters; the combine kernel turns the
     slots into the true carries in place)."""
     pid_d = tl.program_id(0)
@@ -1265,7 +1265,7 @@ def _scan_bwd_split_local_kernel(
             for i2 in range(0, n // 2):
                 i = 2 * i2
                 if i % T == 0:  # T even: token i + 1 never starts a chunk
-                    tl.store(ck_base + (c0 + i // T) * (NP4 * D) + st_off3, h, mask=m3)
+                    tl.store(ck_base + (c0 + i // T) * (NP4 * D) + st_off3, h, mask=m3 & (zero3 + i > 0))
                     tl.store(pd_base + (c0 + i // T) * D, sd, mask=mask_d)
                 t1 = t + step  # token i + 1 (< n): the second register set
                 x2 = tl.load(x_base + t1 * s_xz_l + dc, mask=mask_d, other=0.0)
@@ -1288,7 +1288,7 @@ def _scan_bwd_split_local_kernel(
                 t += 2 * step
             if n % 2 == 1:  # the group's last token (the sequence's), its inputs already loaded
                 if (n - 1) % T == 0:
-                    tl.store(ck_base + (c0 + (n - 1) // T) * (NP4 * D) + st_off3, h, mask=m3)
+                    tl.store(ck_base + (c0 + (n - 1) // T) * (NP4 * D) + st_off3, h, mask=m3 & (zero3 + n > 1))
                     tl.store(pd_base + (c0 + (n - 1) // T) * D, sd, mask=mask_d)
                 h, d1 = _sweep_state_delta(h, nxt_x.to(tl.float32), xp1, xp2, xp3, nxt_dtl, nxt_bv, cb, w0, w1, w2,
                                            w3, wdtt, bdt, a2t, FAST)
@@ -1296,7 +1296,7 @@ def _scan_bwd_split_local_kernel(
         else:
             for i in range(0, n):
                 if i % T == 0:
-                    tl.store(ck_base + (c0 + i // T) * (NP4 * D) + st_off3, h, mask=m3)
+                    tl.store(ck_base + (c0 + i // T) * (NP4 * D) + st_off3, h, mask=m3 & (zero3 + i > 0))
                     tl.store(pd_base + (c0 + i // T) * D, sd, mask=mask_d)
                 xt = nxt_x.to(tl.float32)
                 dtl = nxt_dtl
@@ -1313,7 +1313,7 @@ def _scan_bwd_split_local_kernel(
                 t += step
         tl.store(sdel_ptr + (dslot * NGRP + grp) * D + dc, sd, mask=mask_d)
         if grp + 1 < NGRP:
-            tl.store(hgrp_ptr + (dslot * NGRP + grp + 1) * (NP4 * D) + st_off3, h, mask=m3)
+            tl.store(ck_base + (c0 + GT // T) * (NP4 * D) + st_off3, h, mask=m3)
     elif grp > 0:
         off_c3 = RP4 + NP4 + n3 + zero3
         do_base = dout_ptr + pid_b.to(tl.int64) * s_do_b + dr * s_do_dir
@@ -1360,13 +1360,14 @@ def _scan_bwd_split_local_kernel(
 
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_bwd_split_combine_kernel(
-    a2_ptr, hgrp_ptr, sdel_ptr, gcar_ptr, D, NGRP, s_c,
-    NG: tl.constexpr, NP4: tl.constexpr, BD: tl.constexpr, FAST: tl.constexpr,
+    a2_ptr, ckpt_ptr, sdel_ptr, gcar_ptr, D, NCH, NGRP, s_c,
+    NG: tl.constexpr, NP4: tl.constexpr, BD: tl.constexpr, GCH: tl.constexpr, FAST: tl.constexpr,
 ):
     """Level 2 of the split sweeps: the group carries from `_scan_bwd_split_local_kernel`'s local values, sequential
     over the NGRP groups, in place (grid: channel block, 2 * mode + direction, sample). With S_k the sum of delta
     over group k (`sdel`) and E_k = exp2(a2 S_k):
-    mode 0, hgrp: h_in(0) = 0, h_in(k + 1) = E_k h_in(k) + (local state at the end of group k, in slot k + 1);
+    mode 0: h_in(0) = 0, h_in(k + 1) = E_k h_in(k) + (local state at the end of group k), in the ckpt slot of
+    group k + 1's first chunk (chunk (k + 1) GCH), where the local pass left the local state;
     mode 1, gcar: gcar(NGRP - 1) = 0, gcar(k - 1) = (local exp(delta A) G at group k's first position, in slot
     k - 1) + E_k gcar(k): gcar(k) what enters group k from its right end, as `_scan_bwd_sweep_kernel` stores it."""
     pid_d = tl.program_id(0)
@@ -1385,13 +1386,13 @@ def _scan_bwd_split_combine_kernel(
     sd_base = sdel_ptr + slot0 * D + dc
     c = tl.zeros([BD, 4, NG], dtype=tl.float32)
     if mode == 0:
-        hb = hgrp_ptr + slot0 * (NP4 * D) + st_off3
+        hb = ckpt_ptr + (pid_b.to(tl.int64) * 2 + dr) * NCH * (NP4 * D) + st_off3
         tl.store(hb, c, mask=m3)
         for k in range(0, NGRP - 1):
             s = tl.load(sd_base + k * D, mask=mask_d, other=0.0)
-            loc = tl.load(hb + (k + 1) * (NP4 * D), mask=m3, other=0.0)
+            loc = tl.load(hb + (k + 1) * GCH * (NP4 * D), mask=m3, other=0.0)
             c = _exp2(a2t * s[:, None, None], FAST) * c + loc
-            tl.store(hb + (k + 1) * (NP4 * D), c, mask=m3)
+            tl.store(hb + (k + 1) * GCH * (NP4 * D), c, mask=m3)
     else:
         gb = gcar_ptr + slot0 * (NP4 * D) + st_off3
         for kk in range(0, NGRP - 1):
@@ -1486,7 +1487,7 @@ def _pick_last(x, k: tl.constexpr):
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_bwd_group_kernel(
     xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr,
-    ckpt_ptr, gcar_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr, aneg_ptr, pdel_ptr, hgrp_ptr,
+    ckpt_ptr, gcar_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr, aneg_ptr, pdel_ptr,
     L, D, NCH, NDB, NGRP,
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_y_b, s_y_l, s_c,
     R: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
@@ -1508,10 +1509,10 @@ def _scan_bwd_group_kernel(
     loop NV states per iteration (unrolled), B and C of the NV states loaded as one vector per token.
 
     SPLIT (`SCAN_BWD_CONFIG["SWEEP"] = "split"`): `ckpt` holds the states local to the group
-    (`_scan_bwd_split_local_kernel`); the state entering chunk c is ckpt(c) + exp2(a2 pdel(c)) hgrp(group), with
-    `pdel (B, 2, NCH, D)` the sum of delta from the group's start to the chunk's and `hgrp (B, 2, NGRP, 4 NG, D)`
-    the state entering the group (`_scan_bwd_split_combine_kernel`): one exp2 and an FMA per state and chunk. Else
-    pdel_ptr and hgrp_ptr are unused."""
+    (`_scan_bwd_split_local_kernel`) but for the group's first chunk c0, which holds the true state entering the
+    group (`_scan_bwd_split_combine_kernel`); the state entering chunk c > c0 is ckpt(c) + exp2(a2 pdel(c)) ckpt(c0),
+    `pdel (B, 2, NCH, D)` the sum of delta from the group's start to the chunk's: one load, one exp2 and an FMA per
+    state and chunk. Else pdel_ptr is unused."""
     pid_d = tl.program_id(0)
     dr = tl.program_id(1)
     pid_g = tl.program_id(2)
@@ -1603,7 +1604,8 @@ def _scan_bwd_group_kernel(
         ck_c = ck_base + c * (NP4 * D) + dc
         if SPLIT:
             pdel = tl.load(pdel_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH + c) * D + dc, mask=mask_d, other=0.0)
-            hg_c = hgrp_ptr + gslot * (NP4 * D) + dc
+            lo_off = (c - c_lo) * (NP4 * D)  # back to the group's first chunk
+            lo_mask = mask_d & (offs_d * 0 + c > c_lo)
         if not RS:
             rowp = dxd_base + tok * (2 * NDB * PS)
         # a run-time loop over the states (NV at a time, the NV unrolled): a fully unrolled one lets the compiler hoist
@@ -1625,7 +1627,7 @@ def _scan_bwd_group_kernel(
                     Cn = _pick_last(c4, k)
                 hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
                 if SPLIT:  # the group's entering state, decayed to the chunk's start
-                    hin += _exp2(a2n * pdel, FAST) * tl.load(hg_c + n * D, mask=mask_d, other=0.0)
+                    hin += _exp2(a2n * pdel, FAST) * tl.load(ck_c - lo_off + n * D, mask=lo_mask, other=0.0)
                 gcn = tl.load(gc_c + n * D, mask=mask_d, other=0.0)
                 dAn = tl.load(dA_c + n * D, mask=mask_d & (cc > 0), other=0.0)
                 a = _exp2(delta * a2n[:, None], FAST)
@@ -2138,20 +2140,19 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
             # sums of delta, the local end state / adjoint), then the group carries sequentially over the groups;
             # the group kernel adds the entering state to each chunk's local one
             pdel = torch.empty(batch, 2, nch, d_inner, device=dev, dtype=f32)
-            hgrp = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
             sdel = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
             _scan_bwd_split_local_kernel[(_cdiv(d_inner, sbd), 4, batch * nblk)](
-                xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, hgrp, sdel, gcar,
+                xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, sdel, gcar,
                 *sweep_args, **sweep_kw,
             )
             cbd = cfg.get("SWEEP_COMBINE_BD", 32)
             _scan_bwd_split_combine_kernel[(_cdiv(d_inner, cbd), 4, batch)](
-                a2, hgrp, sdel, gcar, d_inner, nblk, 1,
-                NG=tabs.ng, NP4=tabs.np4, BD=cbd, FAST=fast, num_warps=max(1, cbd // 32),
+                a2, ckpt, sdel, gcar, d_inner, nch, nblk, 1,
+                NG=tabs.ng, NP4=tabs.np4, BD=cbd, GCH=DA_BLOCK, FAST=fast, num_warps=max(1, cbd // 32),
             )
             del sdel
         else:
-            pdel = hgrp = ckpt  # unused by the group kernel
+            pdel = ckpt  # unused by the group kernel
             _scan_bwd_sweep_kernel[(_cdiv(d_inner, sbd), 4, batch)](
                 xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, gcar,
                 *sweep_args, PIPE=cfg.get("SWEEP_PIPE", False), **sweep_kw,
@@ -2165,7 +2166,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
             raise ValueError(f"SCAN_BWD_CONFIG GROUP 6 needs BD 32, num_warps 1 and T 4 or 8, got {cfg}")
         _scan_bwd_group_kernel[(ndb, 2, batch * nblk)](
             xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
-            ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, aneg, pdel, hgrp,
+            ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, aneg, pdel,
             length, d_inner, nch, ndb, nblk,
             xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
             dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
@@ -2173,7 +2174,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
             BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv, SPLIT=split,
             num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
         )
-        del gcar, pdel, hgrp
+        del gcar, pdel
     del ckpt
     return y, dxc, ddp, dxd_part, dA, dD
 
