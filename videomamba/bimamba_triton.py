@@ -1627,7 +1627,7 @@ def _scan_bwd_group_kernel(
                     Cn = _pick_last(c4, k)
                 hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
                 if SPLIT:  # the group's entering state, decayed to the chunk's start
-                    hin += _exp2(a2n * pdel, FAST) * tl.load(ck_c - lo_off + n * D, mask=lo_mask, other=0.0)
+                    hin += _exp2(a2n * pdel, FAST) * tl.load(ck_c + (n * D - lo_off), mask=lo_mask, other=0.0)
                 gcn = tl.load(gc_c + n * D, mask=mask_d, other=0.0)
                 dAn = tl.load(dA_c + n * D, mask=mask_d & (cc > 0), other=0.0)
                 a = _exp2(delta * a2n[:, None], FAST)
