@@ -1891,6 +1891,14 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
 # "SWEEP_UNROLL": 2 (two tokens per sweep iteration) alone is slower at batch 32 (210 registers: two waves; sweeps
 # 3.19 against 2.01 ms) though faster at batch 8 x 64 frames (6.00 against 6.57); with "SWEEP_MAXNREG": 168 (one
 # wave, no spills) 1.76 against 1.91 ms at batch 32 (scan kernels 5.69 -> 5.44): the default.
+# "SWEEP": "split" (default "sequential"): the sweeps as a two-level scan, every group of T * DA_BLOCK tokens in
+# parallel from a zero carry (`_scan_bwd_split_local_kernel`: local chunk states, sums of delta, local end state and
+# adjoint), the group carries sequentially over the groups (`_scan_bwd_split_combine_kernel`), the entering state
+# added to each chunk's local one in the group kernel (SPLIT: one load, exp2 and FMA per state and chunk). Same
+# results to float32 rounding (exp2(a2 * sum of delta) for the product of the decays over a span). SWEEP_UNROLL and
+# SWEEP_MAXNREG apply to the local kernel (offline SASS, Ti bf16: 162 registers under the 168 cap, 128 under a 128
+# cap with no spills in its loops; one token per iteration 128 uncapped; group kernel with SPLIT 128 registers, 314
+# instructions per state and chunk against 304, no spills in the state loop). Not yet timed on the GPU.
 SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_PIPE": True,
                    "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 168}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
