@@ -849,7 +849,9 @@ _SPLIT_SWEEP_SCRIPT = textwrap.dedent(
     a2 = tabs.a2.clone()
     aneg = torch.zeros_like(a2).copy_(tabs.a2 / bt.LOG2E)
     bt.SCAN_BWD_CONFIG["T"], bt.DA_BLOCK = 4, 2  # chunks of 4 tokens, groups of 8
-    cols = slice(tabs.rp4, tabs.rp4 + 2 * tabs.np4)  # dxd_part: the B and C columns (the kernels' part)
+    # the columns and state rows the kernels write: dxd_part's B and C columns (not the dt / pad ones), dA's states
+    cols = list(range(tabs.rp4, tabs.rp4 + tabs.n)) + list(range(tabs.rp4 + tabs.np4, tabs.rp4 + tabs.np4 + tabs.n))
+    pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n]}
     results = {}
     cases = [(torch.float32, length, (2, 1) if length in (9, 34) else (2,)) for length in (1, 2, 9, 34)]
     cases += [(torch.bfloat16, 17, (2,))]
@@ -861,7 +863,7 @@ _SPLIT_SWEEP_SCRIPT = textwrap.dedent(
         for sweep, unroll in [("sequential", 2)] + [("split", u) for u in unrolls]:
             bt.SCAN_BWD_CONFIG["SWEEP"], bt.SCAN_BWD_CONFIG["SWEEP_UNROLL"] = sweep, unroll
             outs = bt._scan_bwd_scan(xz, xdbl, dout, 0, tabs, a2, aneg)
-            runs.append([o[..., cols] if i == 3 else o for i, o in enumerate(outs)])
+            runs.append([pick.get(i, lambda o: o)(o) for i, o in enumerate(outs)])
         # per tensor: max |split - sequential| / max |sequential|, all finite
         results[f"{str(dtype)[6:]}_L{length}"] = [
             [(a.double() - b.double()).abs().max().item() / b.double().abs().max().clamp_min(1e-30).item(),
@@ -892,3 +894,40 @@ def test_interpreter_split_sweeps_match():
         assert len(tensors) == (12 if case in ("float32_L9", "float32_L34") else 6), case
         for i, (rel, finite) in enumerate(tensors):
             assert finite and rel < 1e-5, (case, i, rel)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("length", [1000, 3137])
+def test_gpu_split_sweeps_match(dtype, length):
+    """On the GPU (hardware exp2 / reciprocal approximations for bf16): the split sweeps give the sequential sweeps'
+    scan-kernel outputs to float32 rounding, Ti sizes, a partial last group (1000 tokens) and the 16-frame length."""
+    from videomamba import bimamba_triton as bt
+
+    config, mixer, _ = _ti_mixer(dtype)
+    params = bt.stacked_mixer_parameters(mixer)
+    tabs = bt._Tables(*params)
+    a_exact = -torch.exp(params[5].detach().double())
+    aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
+    aneg[..., : tabs.n] = a_exact
+    a2[..., : tabs.n] = a_exact * bt.LOG2E
+    gen = torch.Generator(device="cuda").manual_seed(length)
+    xz = torch.randn(2, length, 2 * tabs.d_inner, device="cuda", generator=gen).to(dtype)
+    dout = torch.randn(2, length, tabs.d_inner, device="cuda", generator=gen).to(dtype)
+    xdbl = bt._xproj_recompute(xz, tabs)
+    cols = list(range(tabs.rp4, tabs.rp4 + tabs.n)) + list(range(tabs.rp4 + tabs.np4, tabs.rp4 + tabs.np4 + tabs.n))
+    pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n]}
+    saved = dict(bt.SCAN_BWD_CONFIG)
+    runs = []
+    try:
+        for sweep in ("sequential", "split"):
+            bt.SCAN_BWD_CONFIG["SWEEP"] = sweep
+            outs = bt._scan_bwd_scan(xz, xdbl, dout, 0, tabs, a2, aneg)
+            runs.append([pick.get(i, lambda o: o)(o) for i, o in enumerate(outs)])
+    finally:
+        bt.SCAN_BWD_CONFIG.clear()
+        bt.SCAN_BWD_CONFIG.update(saved)
+    for i, (a, b) in enumerate(zip(runs[1], runs[0])):
+        assert torch.isfinite(a).all(), i
+        rel = ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+        assert rel < 1e-4, (i, rel)
