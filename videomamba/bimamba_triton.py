@@ -1205,9 +1205,9 @@ def _scan_bwd_split_local_kernel(
     the last group), and the group's sum of delta into `sdel (B, 2, NGRP, D)`. The true state entering chunk c of
     group k is then ckpt(c) + exp2(a2 pdel(c)) h_in(k) (the product of exp(delta_t A) over a span is exp(A sum
     delta)), h_in(k) from `_scan_bwd_split_combine_kernel` (which stores it in the slot of group k's first chunk),
-    the sum formed by the group kernel (`SPLIT`). Mode 1 (groups after the first): the adjoint from the group's right end with zero carry, its local
-    exp(delta_p0 A) G_p0 into `gcar` at slot grp - 1 (the slot of the group it enters; the combine kernel turns the
-    slots into the true carries in place)."""
+    the sum formed by the group kernel (`SPLIT`). Mode 1 (groups after the first): the adjoint from the group's right
+    end with zero carry, its local exp(delta_p0 A) G_p0 into `gcar` at slot grp - 1 (the slot of the group it
+    enters; the combine kernel turns the slots into the true carries in place)."""
     pid_d = tl.program_id(0)
     mode = tl.program_id(1) // 2
     dr = tl.program_id(1) % 2
