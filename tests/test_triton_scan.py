@@ -458,7 +458,7 @@ def test_interpreter_forward_v6_chunked():
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(results) == 5
+    assert len(results) == 7
     for name, r in results.items():
         assert r["dtype_ok"] and r["finite"], (name, r)
         if name.startswith("float32"):
