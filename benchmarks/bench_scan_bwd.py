@@ -63,6 +63,16 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant
                               "SWEEP_PIPE": True, "SWEEP_MAXNREG": 128},
     "v6 T8 r128 sweep unroll2 r168": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128,
                                       "SWEEP_PIPE": True, "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 168},
+    # split (two-level) sweeps on top of the default: every group of 128 tokens in parallel from a zero carry, the
+    # group carries combined sequentially, the entering state added in the group kernel (offline SASS: local kernel
+    # 162 registers under the 168 cap, 128 with the 128 cap (no spills in its loops), 128 uncapped with one token
+    # per iteration)
+    "v6 split sweeps": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128,
+                        "SWEEP_PIPE": True, "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 168, "SWEEP": "split"},
+    "v6 split sweeps r128": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128,
+                             "SWEEP_PIPE": True, "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 128, "SWEEP": "split"},
+    "v6 split sweeps unroll1": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128,
+                                "SWEEP_PIPE": True, "SWEEP_UNROLL": 1, "SWEEP_MAXNREG": None, "SWEEP": "split"},
 }
 
 

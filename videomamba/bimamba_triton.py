@@ -984,14 +984,22 @@ def _scan_bwd_kernel(
 # backward v5: two sweeps, then the chunks in parallel over groups
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _sweep_state_token(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST: tl.constexpr):
+def _sweep_state_delta(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST: tl.constexpr):
     """One token of the state sweep: conv + SiLU, dt_proj + softplus (as `_scan_bwd_group_kernel` recomputes them),
-    h = exp(delta A) h + delta B xc. Tiles: h, a2t, bv (BD, 4, NG); wdtt, dtl (BD, 4, RG); the rest (BD,)."""
+    h = exp(delta A) h + delta B xc. Tiles: h, a2t, bv (BD, 4, NG); wdtt, dtl (BD, 4, RG); the rest (BD,).
+    Returns (h, delta)."""
     pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
     xc = pre * _sigmoid_precise(pre, FAST)
     dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=2), axis=1), bdt, FAST)
     delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
-    return _exp2(a2t * delta[:, None, None], FAST) * h + bv * (delta * xc)[:, None, None]
+    return _exp2(a2t * delta[:, None, None], FAST) * h + bv * (delta * xc)[:, None, None], delta
+
+
+@triton.jit
+def _sweep_state_token(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST: tl.constexpr):
+    """`_sweep_state_delta`'s new state only."""
+    h, _ = _sweep_state_delta(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST)
+    return h
 
 
 @triton.jit
@@ -1178,6 +1186,226 @@ def _scan_bwd_sweep_kernel(
             t -= step
 
 
+@triton.jit(do_not_specialize=["s_c"])
+def _scan_bwd_split_local_kernel(
+    xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr,
+    ckpt_ptr, pdel_ptr, sdel_ptr, gcar_ptr,
+    L, D, NCH, NGRP,
+    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_c,
+    K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
+    BD: tl.constexpr, T: tl.constexpr, GT: tl.constexpr, FAST: tl.constexpr, UNROLL: tl.constexpr = 1,
+):
+    """Level 1 of the split sweeps (`SCAN_BWD_CONFIG["SWEEP"] = "split"`): `_scan_bwd_sweep_kernel`'s two
+    recurrences over one group of GT tokens (scan positions p0 = grp GT .. p0 + n - 1, the groups of
+    `_scan_bwd_group_kernel`) from a zero carry, all groups in parallel (grid: channel block, 2 * mode + direction,
+    sample * NGRP + group). Same per-token arithmetic (`_sweep_state_delta`, `_sweep_adjoint_token`), loads issued
+    one token ahead (PIPE), UNROLL 2 (T and GT even) two tokens per iteration as in the sequential sweeps.
+
+    Mode 0: the local state entering every chunk of the group but its first (h = 0 at p0) into `ckpt (B, 2, NCH,
+    4 NG, D)` (its slots), the sum of delta from p0 to each chunk's first token (exclusive) into `pdel (B, 2, NCH,
+    D)`, the local state after the group's last token into the ckpt slot of the next group's first chunk (not for
+    the last group), and the group's sum of delta into `sdel (B, 2, NGRP, D)`. The true state entering chunk c of
+    group k is then ckpt(c) + exp2(a2 pdel(c)) h_in(k) (the product of exp(delta_t A) over a span is exp(A sum
+    delta)), h_in(k) from `_scan_bwd_split_combine_kernel` (which stores it in the slot of group k's first chunk),
+    the sum formed by the group kernel (`SPLIT`). Mode 1 (groups after the first): the adjoint from the group's right
+    end with zero carry, its local exp(delta_p0 A) G_p0 into `gcar` at slot grp - 1 (the slot of the group it
+    enters; the combine kernel turns the slots into the true carries in place)."""
+    pid_d = tl.program_id(0)
+    mode = tl.program_id(1) // 2
+    dr = tl.program_id(1) % 2
+    pid_b = tl.program_id(2) // NGRP
+    grp = tl.program_id(2) % NGRP
+    p0 = grp * GT
+    n = tl.minimum(GT, L - p0)  # tokens of the group (>= 1)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    dc = offs_d * s_c
+    step = 1 - 2 * dr
+    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    d3 = offs_d[:, None, None]
+    m3 = mask_d[:, None, None]
+    v4 = tl.arange(0, 4)[None, :, None]
+    n3 = tl.arange(0, NG)[None, None, :] * 4 + v4
+    r3 = tl.arange(0, RG)[None, None, :] * 4 + v4
+    a2t = tl.load(a2_ptr + (dr * D + d3) * NP4 + n3, mask=m3, other=0.0)
+    wdtt = tl.load(dtw_ptr + (dr * D + d3) * RP4 + r3, mask=m3, other=0.0)
+    zero3 = d3 * 0
+    off_r3 = r3 + zero3
+    st_off3 = n3 * D + d3 * s_c
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
+    xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
+    dslot = pid_b.to(tl.int64) * 2 + dr
+    if mode == 0:
+        cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+        wc_base = convw_ptr + dr * K * D + dc
+        w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
+        w1 = tl.zeros_like(w0)
+        w2 = tl.zeros_like(w0)
+        w3 = tl.zeros_like(w0)
+        if K > 1:
+            w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
+        if K > 2:
+            w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
+        if K > 3:
+            w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+        off_b3 = RP4 + n3 + zero3
+        ck_base = ckpt_ptr + (dslot * NCH) * (NP4 * D)
+        pd_base = pdel_ptr + (dslot * NCH) * D + dc
+        t = dr * (L - 1) + step * p0  # the token at scan position p0
+        # the conv's history: the inputs at positions p0 - 1, p0 - 2, p0 - 3 (those before the sequence: zero)
+        p0v = offs_d * 0 + p0
+        xp1 = tl.load(x_base + (t - step) * s_xz_l + dc, mask=mask_d & (p0v >= 1), other=0.0).to(tl.float32)
+        xp2 = tl.load(x_base + (t - 2 * step) * s_xz_l + dc, mask=mask_d & (p0v >= 2), other=0.0).to(tl.float32)
+        xp3 = tl.load(x_base + (t - 3 * step) * s_xz_l + dc, mask=mask_d & (p0v >= 3), other=0.0).to(tl.float32)
+        h = tl.zeros([BD, 4, NG], dtype=tl.float32)
+        sd = tl.zeros([BD], dtype=tl.float32)  # sum of delta from p0
+        nxt_x = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0)
+        nxt_dtl = tl.load(xd_base + (t * s_xd_l4) * 4 + off_r3)
+        nxt_bv = tl.load(xd_base + (t * s_xd_l4) * 4 + off_b3)
+        c0 = p0 // T
+        if UNROLL == 2:
+            for i2 in range(0, n // 2):
+                i = 2 * i2
+                if i % T == 0:  # T even: token i + 1 never starts a chunk
+                    tl.store(ck_base + (c0 + i // T) * (NP4 * D) + st_off3, h, mask=m3 & (zero3 + i > 0))
+                    tl.store(pd_base + (c0 + i // T) * D, sd, mask=mask_d)
+                t1 = t + step  # token i + 1 (< n): the second register set
+                x2 = tl.load(x_base + t1 * s_xz_l + dc, mask=mask_d, other=0.0)
+                dtl2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_r3)
+                bv2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_b3)
+                xt = nxt_x.to(tl.float32)
+                h, d1 = _sweep_state_delta(h, xt, xp1, xp2, xp3, nxt_dtl, nxt_bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t,
+                                           FAST)
+                sd += d1
+                tn = t + step * (1 + (i + 2 < n).to(tl.int32))  # token i + 2 (past the group: reload i + 1)
+                nxt_x = tl.load(x_base + tn * s_xz_l + dc, mask=mask_d, other=0.0)
+                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
+                nxt_bv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_b3)
+                x2f = x2.to(tl.float32)
+                h, d2 = _sweep_state_delta(h, x2f, xt, xp1, xp2, dtl2, bv2, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST)
+                sd += d2
+                xp3 = xp1
+                xp2 = xt
+                xp1 = x2f
+                t += 2 * step
+            if n % 2 == 1:  # the group's last token (the sequence's), its inputs already loaded
+                if (n - 1) % T == 0:
+                    tl.store(ck_base + (c0 + (n - 1) // T) * (NP4 * D) + st_off3, h, mask=m3 & (zero3 + n > 1))
+                    tl.store(pd_base + (c0 + (n - 1) // T) * D, sd, mask=mask_d)
+                h, d1 = _sweep_state_delta(h, nxt_x.to(tl.float32), xp1, xp2, xp3, nxt_dtl, nxt_bv, cb, w0, w1, w2,
+                                           w3, wdtt, bdt, a2t, FAST)
+                sd += d1
+        else:
+            for i in range(0, n):
+                if i % T == 0:
+                    tl.store(ck_base + (c0 + i // T) * (NP4 * D) + st_off3, h, mask=m3 & (zero3 + i > 0))
+                    tl.store(pd_base + (c0 + i // T) * D, sd, mask=mask_d)
+                xt = nxt_x.to(tl.float32)
+                dtl = nxt_dtl
+                bv = nxt_bv
+                tn = t + step * (i + 1 < n).to(tl.int32)
+                nxt_x = tl.load(x_base + tn * s_xz_l + dc, mask=mask_d, other=0.0)
+                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
+                nxt_bv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_b3)
+                h, d1 = _sweep_state_delta(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST)
+                sd += d1
+                xp3 = xp2
+                xp2 = xp1
+                xp1 = xt
+                t += step
+        tl.store(sdel_ptr + (dslot * NGRP + grp) * D + dc, sd, mask=mask_d)
+        if grp + 1 < NGRP:
+            tl.store(ck_base + (c0 + GT // T) * (NP4 * D) + st_off3, h, mask=m3)
+    elif grp > 0:
+        off_c3 = RP4 + NP4 + n3 + zero3
+        do_base = dout_ptr + pid_b.to(tl.int64) * s_do_b + dr * s_do_dir
+        g = tl.zeros([BD, 4, NG], dtype=tl.float32)
+        t = dr * (L - 1) + step * (p0 + n - 1)  # the token at the group's last scan position
+        nxt_z = tl.load(x_base + t * s_xz_l + D + dc, mask=mask_d, other=0.0)
+        nxt_do = tl.load(do_base + t * s_do_l + dc, mask=mask_d, other=0.0)
+        nxt_dtl = tl.load(xd_base + (t * s_xd_l4) * 4 + off_r3)
+        nxt_cv = tl.load(xd_base + (t * s_xd_l4) * 4 + off_c3)
+        if UNROLL == 2:
+            for ii2 in range(0, n // 2):
+                t1 = t - step  # position p0 + n - 2 - 2 ii2 (>= p0)
+                z2 = tl.load(x_base + t1 * s_xz_l + D + dc, mask=mask_d, other=0.0)
+                do2 = tl.load(do_base + t1 * s_do_l + dc, mask=mask_d, other=0.0)
+                dtl2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_r3)
+                cv2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_c3)
+                g = _sweep_adjoint_token(g, nxt_z.to(tl.float32), nxt_do.to(tl.float32), nxt_dtl, nxt_cv, wdtt, bdt,
+                                         a2t, FAST)
+                tn = t - step * (1 + (2 * ii2 + 2 < n).to(tl.int32))  # two positions back (before p0: reload)
+                nxt_z = tl.load(x_base + tn * s_xz_l + D + dc, mask=mask_d, other=0.0)
+                nxt_do = tl.load(do_base + tn * s_do_l + dc, mask=mask_d, other=0.0)
+                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
+                nxt_cv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_c3)
+                g = _sweep_adjoint_token(g, z2.to(tl.float32), do2.to(tl.float32), dtl2, cv2, wdtt, bdt, a2t, FAST)
+                t -= 2 * step
+            if n % 2 == 1:  # position p0, its inputs already loaded
+                g = _sweep_adjoint_token(g, nxt_z.to(tl.float32), nxt_do.to(tl.float32), nxt_dtl, nxt_cv, wdtt, bdt,
+                                         a2t, FAST)
+        else:
+            for ii in range(0, n):
+                z = nxt_z.to(tl.float32)
+                dout = nxt_do.to(tl.float32)
+                dtl = nxt_dtl
+                cv = nxt_cv
+                tn = t - step * (ii + 1 < n).to(tl.int32)
+                nxt_z = tl.load(x_base + tn * s_xz_l + D + dc, mask=mask_d, other=0.0)
+                nxt_do = tl.load(do_base + tn * s_do_l + dc, mask=mask_d, other=0.0)
+                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
+                nxt_cv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_c3)
+                g = _sweep_adjoint_token(g, z, dout, dtl, cv, wdtt, bdt, a2t, FAST)
+                t -= step
+        tl.store(gcar_ptr + (dslot * NGRP + grp - 1) * (NP4 * D) + st_off3, g, mask=m3)
+
+
+@triton.jit(do_not_specialize=["s_c"])
+def _scan_bwd_split_combine_kernel(
+    a2_ptr, ckpt_ptr, sdel_ptr, gcar_ptr, D, NCH, NGRP, s_c,
+    NG: tl.constexpr, NP4: tl.constexpr, BD: tl.constexpr, GCH: tl.constexpr, FAST: tl.constexpr,
+):
+    """Level 2 of the split sweeps: the group carries from `_scan_bwd_split_local_kernel`'s local values, sequential
+    over the NGRP groups, in place (grid: channel block, 2 * mode + direction, sample). With S_k the sum of delta
+    over group k (`sdel`) and E_k = exp2(a2 S_k):
+    mode 0: h_in(0) = 0, h_in(k + 1) = E_k h_in(k) + (local state at the end of group k), in the ckpt slot of
+    group k + 1's first chunk (chunk (k + 1) GCH), where the local pass left the local state;
+    mode 1, gcar: gcar(NGRP - 1) = 0, gcar(k - 1) = (local exp(delta A) G at group k's first position, in slot
+    k - 1) + E_k gcar(k): gcar(k) what enters group k from its right end, as `_scan_bwd_sweep_kernel` stores it."""
+    pid_d = tl.program_id(0)
+    mode = tl.program_id(1) // 2
+    dr = tl.program_id(1) % 2
+    pid_b = tl.program_id(2)
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    dc = offs_d * s_c
+    d3 = offs_d[:, None, None]
+    m3 = mask_d[:, None, None]
+    n3 = tl.arange(0, NG)[None, None, :] * 4 + tl.arange(0, 4)[None, :, None]
+    a2t = tl.load(a2_ptr + (dr * D + d3) * NP4 + n3, mask=m3, other=0.0)
+    st_off3 = n3 * D + d3 * s_c
+    slot0 = (pid_b.to(tl.int64) * 2 + dr) * NGRP
+    sd_base = sdel_ptr + slot0 * D + dc
+    c = tl.zeros([BD, 4, NG], dtype=tl.float32)
+    if mode == 0:
+        hb = ckpt_ptr + (pid_b.to(tl.int64) * 2 + dr) * NCH * (NP4 * D) + st_off3
+        tl.store(hb, c, mask=m3)
+        for k in range(0, NGRP - 1):
+            s = tl.load(sd_base + k * D, mask=mask_d, other=0.0)
+            loc = tl.load(hb + (k + 1) * GCH * (NP4 * D), mask=m3, other=0.0)
+            c = _exp2(a2t * s[:, None, None], FAST) * c + loc
+            tl.store(hb + (k + 1) * GCH * (NP4 * D), c, mask=m3)
+    else:
+        gb = gcar_ptr + slot0 * (NP4 * D) + st_off3
+        for kk in range(0, NGRP - 1):
+            k = NGRP - 1 - kk
+            tl.store(gb + k * (NP4 * D), c, mask=m3)
+            s = tl.load(sd_base + k * D, mask=mask_d, other=0.0)
+            loc = tl.load(gb + (k - 1) * (NP4 * D), mask=m3, other=0.0)
+            c = loc + _exp2(a2t * s[:, None, None], FAST) * c
+        tl.store(gb, c, mask=m3)
+
+
 def _reduce_scatter_ptx(t_rows: int) -> str:
     """PTX of the per-state channel sums of the v6 group kernel (`GROUP` 6): a reduce-scatter over the 32 lanes of
     the 2 T values each lane holds (operands $2T.. : P_0..P_{T-1} = G u, then Q_0..Q_{T-1} = gy h, one channel per
@@ -1261,13 +1489,13 @@ def _pick_last(x, k: tl.constexpr):
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_bwd_group_kernel(
     xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr,
-    ckpt_ptr, gcar_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr, aneg_ptr,
+    ckpt_ptr, gcar_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr, aneg_ptr, pdel_ptr,
     L, D, NCH, NDB, NGRP,
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_y_b, s_y_l, s_c,
     R: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
     RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, GCH: tl.constexpr, FAST: tl.constexpr,
-    RS: tl.constexpr = False, RS_ASM: tl.constexpr = False, NV: tl.constexpr = 1,
+    RS: tl.constexpr = False, RS_ASM: tl.constexpr = False, NV: tl.constexpr = 1, SPLIT: tl.constexpr = False,
 ):
     """Phase 2 of the v5 backward: one group of GCH chunks of T tokens, BD channels, one direction of one sample
     (grid: channel block, direction, sample * NGRP + group). The chunks of the group from its last, as in
@@ -1280,7 +1508,13 @@ def _scan_bwd_group_kernel(
     as one reduce-scatter (`_channel_sums_scattered`; RS_ASM: shuffles in inline PTX) instead of a butterfly per
     row, each lane then storing one distinct value (lane l: row (l >> SH) % T, dB for l < 16, dC above; one lane of
     every 2^SH), through one pointer per lane instead of T row pointers. NV (a divisor of N; 1 by default): the state
-    loop NV states per iteration (unrolled), B and C of the NV states loaded as one vector per token."""
+    loop NV states per iteration (unrolled), B and C of the NV states loaded as one vector per token.
+
+    SPLIT (`SCAN_BWD_CONFIG["SWEEP"] = "split"`): `ckpt` holds the states local to the group
+    (`_scan_bwd_split_local_kernel`) but for the group's first chunk c0, which holds the true state entering the
+    group (`_scan_bwd_split_combine_kernel`); the state entering chunk c > c0 is ckpt(c) + exp2(a2 pdel(c)) ckpt(c0),
+    `pdel (B, 2, NCH, D)` the sum of delta from the group's start to the chunk's: one load, one exp2 and an FMA per
+    state and chunk. Else pdel_ptr is unused."""
     pid_d = tl.program_id(0)
     dr = tl.program_id(1)
     pid_g = tl.program_id(2)
@@ -1370,6 +1604,10 @@ def _scan_bwd_group_kernel(
         dxc_acc = tl.zeros([BD, T], dtype=tl.float32)
         ddl_acc = tl.zeros([BD, T], dtype=tl.float32)
         ck_c = ck_base + c * (NP4 * D) + dc
+        if SPLIT:
+            pdel = tl.load(pdel_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH + c) * D + dc, mask=mask_d, other=0.0)
+            lo_off = (c - c_lo) * (NP4 * D)  # back to the group's first chunk
+            lo_mask = mask_d & (offs_d * 0 + c > c_lo)
         if not RS:
             rowp = dxd_base + tok * (2 * NDB * PS)
         # a run-time loop over the states (NV at a time, the NV unrolled): a fully unrolled one lets the compiler hoist
@@ -1390,6 +1628,8 @@ def _scan_bwd_group_kernel(
                     Bn = _pick_last(b4, k)
                     Cn = _pick_last(c4, k)
                 hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
+                if SPLIT:  # the group's entering state, decayed to the chunk's start
+                    hin += _exp2(a2n * pdel, FAST) * tl.load(ck_c + (n * D - lo_off), mask=lo_mask, other=0.0)
                 gcn = tl.load(gc_c + n * D, mask=mask_d, other=0.0)
                 dAn = tl.load(dA_c + n * D, mask=mask_d & (cc > 0), other=0.0)
                 a = _exp2(delta * a2n[:, None], FAST)
@@ -1653,6 +1893,14 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
 # "SWEEP_UNROLL": 2 (two tokens per sweep iteration) alone is slower at batch 32 (210 registers: two waves; sweeps
 # 3.19 against 2.01 ms) though faster at batch 8 x 64 frames (6.00 against 6.57); with "SWEEP_MAXNREG": 168 (one
 # wave, no spills) 1.76 against 1.91 ms at batch 32 (scan kernels 5.69 -> 5.44): the default.
+# "SWEEP": "split" (default "sequential"): the sweeps as a two-level scan, every group of T * DA_BLOCK tokens in
+# parallel from a zero carry (`_scan_bwd_split_local_kernel`: local chunk states, sums of delta, local end state and
+# adjoint), the group carries sequentially over the groups (`_scan_bwd_split_combine_kernel`), the entering state
+# added to each chunk's local one in the group kernel (SPLIT: one load, exp2 and FMA per state and chunk). Same
+# results to float32 rounding (exp2(a2 * sum of delta) for the product of the decays over a span). SWEEP_UNROLL and
+# SWEEP_MAXNREG apply to the local kernel (offline SASS, Ti bf16: 162 registers under the 168 cap, 128 under a 128
+# cap with no spills in its loops; one token per iteration 128 uncapped; group kernel with SPLIT 128 registers, 314
+# instructions per state and chunk against 304, no spills in the state loop). Not yet timed on the GPU.
 SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_PIPE": True,
                    "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 168}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
@@ -1884,16 +2132,43 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
         # group of DA_BLOCK chunks from the right), then every group of chunks in parallel
         gcar = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
         sbd = cfg.get("SWEEP_BD", 32)
-        _scan_bwd_sweep_kernel[(_cdiv(d_inner, sbd), 4, batch)](
-            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, gcar,
+        sweep = cfg.get("SWEEP", "sequential")
+        if sweep not in ("sequential", "split"):
+            raise ValueError(f"SCAN_BWD_CONFIG['SWEEP'] must be 'sequential' or 'split', got {sweep!r}.")
+        split = sweep == "split"
+        sweep_args = (
             length, d_inner, nch, nblk,
             xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
             dout.stride(0), dout.stride(1), dout_dir_stride, 1,
+        )
+        sweep_kw = dict(
             K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-            BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast, PIPE=cfg.get("SWEEP_PIPE", False),
+            BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast,
             UNROLL=cfg.get("SWEEP_UNROLL", 1) if t_chunk % 2 == 0 else 1, num_warps=max(1, sbd // 32),
             **({"maxnreg": cfg["SWEEP_MAXNREG"]} if cfg.get("SWEEP_MAXNREG") else {}),
         )
+        if split:
+            # two-level scan: every group of DA_BLOCK chunks from a zero carry (local states entering each chunk,
+            # sums of delta, the local end state / adjoint), then the group carries sequentially over the groups;
+            # the group kernel adds the entering state to each chunk's local one
+            pdel = torch.empty(batch, 2, nch, d_inner, device=dev, dtype=f32)
+            sdel = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
+            _scan_bwd_split_local_kernel[(_cdiv(d_inner, sbd), 4, batch * nblk)](
+                xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, sdel, gcar,
+                *sweep_args, **sweep_kw,
+            )
+            cbd = cfg.get("SWEEP_COMBINE_BD", 32)
+            _scan_bwd_split_combine_kernel[(_cdiv(d_inner, cbd), 4, batch)](
+                a2, ckpt, sdel, gcar, d_inner, nch, nblk, 1,
+                NG=tabs.ng, NP4=tabs.np4, BD=cbd, GCH=DA_BLOCK, FAST=fast, num_warps=max(1, cbd // 32),
+            )
+            del sdel
+        else:
+            pdel = ckpt  # unused by the group kernel
+            _scan_bwd_sweep_kernel[(_cdiv(d_inner, sbd), 4, batch)](
+                xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, gcar,
+                *sweep_args, PIPE=cfg.get("SWEEP_PIPE", False), **sweep_kw,
+            )
         if _sweep_only:
             return None
         maxnreg = cfg.get("maxnreg")
@@ -1903,15 +2178,15 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
             raise ValueError(f"SCAN_BWD_CONFIG GROUP 6 needs BD 32, num_warps 1 and T 4 or 8, got {cfg}")
         _scan_bwd_group_kernel[(ndb, 2, batch * nblk)](
             xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
-            ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, aneg,
+            ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, aneg, pdel,
             length, d_inner, nch, ndb, nblk,
             xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
             dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
             R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-            BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv,
+            BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv, SPLIT=split,
             num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
         )
-        del gcar
+        del gcar, pdel
     del ckpt
     return y, dxc, ddp, dxd_part, dA, dD
 
