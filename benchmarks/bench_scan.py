@@ -79,10 +79,9 @@ XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG (SPLIT: one direction per program)
     "conv+x_proj split BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2, SPLIT=True),
     "conv+x_proj split BT128 BC64 w8": dict(BT=128, BC=64, num_warps=8, num_stages=2, SPLIT=True),
 }
-BWD_VARIANTS = {  # changes to SCAN_BWD_CONFIG
-    "bwd T8": dict(T=8, PIPE1=False),
-    "bwd T8 pipe1": dict(T=8, PIPE1=True),
-    "bwd T16 pipe1": dict(T=16, PIPE1=True),
+BWD_VARIANTS = {  # changes to SCAN_BWD_CONFIG (benchmarks/bench_scan_bwd.py has the full set)
+    "bwd T4": dict(T=4),
+    "bwd sequential sweeps": dict(SWEEP="sequential"),
 }
 
 

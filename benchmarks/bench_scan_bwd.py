@@ -1,15 +1,17 @@
-"""The fused scan's backward, old (v4: one sequential program per channel block, direction and sample) against new
-(v5: two sweeps, then the chunks in parallel over groups), on one GPU, bf16, VideoMamba-Ti mixer sizes.
+"""Variants of the fused scan's backward (two sweeps, then the chunks in parallel over groups: group kernel v5 / v6,
+sequential or split sweeps, register caps) against a reference variant (REFERENCE: the session-3 backward, group
+kernel v5 with sequential sweeps), on one GPU, bf16, VideoMamba-Ti mixer sizes. (The single-kernel v4 backward this
+used to compare against was removed in session 4; its timings are in NOTES_triton.md.)
 
     python benchmarks/bench_scan_bwd.py [--out DIR] [--skip-train] [--variants "v5 T8,v5 T4"] [--aux]
 
 1. The scan kernels of the backward alone (`bimamba_triton._scan_bwd_scan`) and the whole `_scan_backward` of one
    layer, at batch 32 x 16 frames (L = 3137) and batch 8 x 64 frames (L = 12545), per variant (CUDA events,
-   medians); each v5 variant's outputs and gradients against v4's (largest relative difference over the tensors,
-   norm-wise and element-wise).
+   medians); each variant's outputs and gradients against the reference's (largest relative difference over the
+   tensors, norm-wise and element-wise).
    With --aux, first the x_proj / SiLU and conv backward kernels' launch settings (`AUX_VARIANTS`), timed as the
    whole layer backward; the fastest is kept for the rest of the run.
-2. A training step of the whole Ti model (16 frames, batch 32, bf16) with v4 and with the fastest v5 variant.
+2. A training step of the whole Ti model (16 frames, batch 32, bf16) with the reference and the fastest variant.
 Prints a table; writes bench_scan_bwd.json to --out (default $OUT or .).
 """
 
@@ -32,7 +34,6 @@ from bench_scan import cuda_time, time_training_step  # noqa: E402  (same folder
 
 
 VARIANTS = {  # SCAN_BWD_CONFIG for each variant
-    "v4": {"VERSION": 4, "BD": 32, "num_warps": 1, "T": 8},
     "v5 T8": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
     "v5 T8 r168": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": True},
     "v5 T4": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
@@ -140,6 +141,9 @@ def aux_kernels(results, batch=32, frames=16):
     return out
 
 
+REFERENCE = "v5 T8"  # the session-3 default: butterfly channel sums, sequential sweeps; always timed first
+
+
 def set_variant(name):
     bt.SCAN_BWD_CONFIG.clear()
     bt.SCAN_BWD_CONFIG.update(VARIANTS[name])
@@ -178,9 +182,9 @@ def layer_backward(results, batch, frames, names):
             dxz, osum, g = bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True, A_log=a_log)
         tensors = {"dxz": dxz.float(), "out_sum": osum.float(), **g}
         row = {"scan_kernels_ms": scan[0], "scan_kernels_min_max": scan[1:], "scan_backward_ms": whole[0]}
-        if VARIANTS[name]["VERSION"] == 5:
-            with torch.no_grad():
-                row["sweeps_ms"] = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg, True), warmup=1, reps=5)[0]
+        with torch.no_grad():
+            row["sweeps_ms"] = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg, True), warmup=1,
+                                         reps=5)[0]
         if ref is None:
             ref = tensors
         else:
@@ -229,13 +233,14 @@ def model_training(results, names, frames=16, batch=32):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
-    parser.add_argument("--variants", default=None, help="comma-separated names from VARIANTS (v4 always first)")
+    parser.add_argument("--variants", default=None, help="comma-separated names from VARIANTS (REFERENCE always first)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--aux", action="store_true", help="first tune the x_proj / conv backward kernels (AUX_VARIANTS)")
     parser.add_argument("--skip-64f", action="store_true")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
-    names = list(VARIANTS) if not args.variants else ["v4"] + [n for n in args.variants.split(",") if n != "v4"]
+    others = list(VARIANTS) if not args.variants else args.variants.split(",")
+    names = [REFERENCE] + [n for n in others if n != REFERENCE]
     default = dict(bt.SCAN_BWD_CONFIG)
     results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "default_config": default}
     try:
@@ -250,12 +255,12 @@ def main():
     res16 = layer_backward(results, 32, 16, names)
     if not args.skip_64f:
         layer_backward(results, 8, 64, names)
-    v5 = [n for n in names if n != "v4" and res16[n].get("finite") and res16[n]["vs_first_worst"] < 2e-2]
-    best = min(v5, key=lambda n: res16[n]["scan_kernels_ms"]) if v5 else None
-    results["fastest_v5_at_b32_16f"] = best
-    print(f"fastest v5 variant (batch 32, 16 frames, gradients within 2e-2 of v4): {best}")
+    ok = [n for n in names[1:] if res16[n].get("finite") and res16[n]["vs_first_worst"] < 2e-2]
+    best = min(ok, key=lambda n: res16[n]["scan_kernels_ms"]) if ok else None
+    results["fastest_at_b32_16f"] = best
+    print(f"fastest variant (batch 32, 16 frames, gradients within 2e-2 of {REFERENCE}): {best}")
     if not args.skip_train:
-        model_training(results, ["v4"] + ([best] if best else []))
+        model_training(results, [REFERENCE] + ([best] if best else []))
     bt.SCAN_BWD_CONFIG.clear()
     bt.SCAN_BWD_CONFIG.update(default)
     results["wall_s"] = time.time() - t0

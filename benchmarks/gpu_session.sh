@@ -22,7 +22,7 @@ for step in "$@"; do
       mkdir -p "$RES/profile"
       timeout 70 python3 benchmarks/profile_scan.py --out "$RES/profile" 2>&1 | tee "$RES/profile/profile.log" | tail -20
       [ "${NCU:-1}" = 1 ] && timeout 100 ncu --clock-control none --set full --import-source no \
-        -k "regex:${NCU_KERNELS:-_scan_fwd_kernel|_scan_bwd_kernel|_conv_xproj_kernel}" -c ${NCU_COUNT:-3} -f -o "$RES/profile/scan" \
+        -k "regex:${NCU_KERNELS:-_scan_fwd_kernel|_scan_bwd_group_kernel|_conv_xproj_dir_kernel}" -c ${NCU_COUNT:-3} -f -o "$RES/profile/scan" \
         python3 benchmarks/profile_scan.py --ncu >"$RES/profile/ncu_run.log" 2>&1 || tail -5 "$RES/profile/ncu_run.log"
       if [ -f "$RES/profile/scan.ncu-rep" ]; then
         ncu -i "$RES/profile/scan.ncu-rep" --page details > "$RES/profile/details.txt" 2>&1

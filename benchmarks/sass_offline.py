@@ -8,7 +8,7 @@ and the instruction mix of each loop, from the SASS (`cuobjdump` ships in the Tr
 
 KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`; the chunked v6 kernel: `VERSION=6 T=4 VEC=true
 XREG=true maxnreg=null`), XPROJ_CONFIG with an `X_` prefix (`X_SPLIT=true`), SCAN_BWD_CONFIG with a `B_` prefix
-(`B_VERSION=4 B_T=8`), XPROJ_BWD_CONFIG with `XB_`, CONV_BWD_CONFIG with `CB_`. The SASS goes to
+(`B_GROUP=5 B_T=4`), XPROJ_BWD_CONFIG with `XB_`, CONV_BWD_CONFIG with `CB_`. The SASS goes to
 $SASS_OUT/<kernel>.sass (default /tmp), the PTX and TTGIR of the forward scan beside it. Use the
 Triton version of the GPU machine: the layouts, and so the instruction counts, differ between versions.
 """
@@ -113,7 +113,6 @@ B, L = 2, 3137
 xz = torch.randn(B, L, 2 * config.intermediate_size, dtype=torch.bfloat16)
 tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
 bt._fast_flags = lambda dtype: (True, dtype != torch.float32)
-bt._reverse_scan_later_first = lambda device: True  # the probe cannot run here; either order compiles alike
 xdbl = torch.empty(B, L, 2, tabs.ps, dtype=torch.float32)
 if which == "fwd":
     bt._scan_forward(xz, xdbl, tabs)

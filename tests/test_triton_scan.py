@@ -263,7 +263,8 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
         "plain": ({"PIPE": 0, "UNROLL": 1}, None),
         "plain_unroll2": ({"PIPE": 0, "UNROLL": 2}, None),
         "pipe1_unroll2": ({"PIPE": 1, "UNROLL": 2}, None),
-        "pipe1_bwd_t16": ({"PIPE": 1, "UNROLL": 1}, {"VERSION": 4, "PIPE1": True, "T": 16}),
+        # the previous default backward: the butterfly channel sums and the sequential sweeps
+        "pipe1_bwd_group5_seq": ({"PIPE": 1, "UNROLL": 1}, {"GROUP": 5, "maxnreg": None, "SWEEP": "sequential"}),
         "bwd_v5_t4_g2": ({}, {"VERSION": 5, "T": 4, "DA_BLOCK": 2}),
         "bwd_v5_t8_g1": ({}, {"VERSION": 5, "T": 8, "DA_BLOCK": 1, "SWEEP_PIPE": False}),
     }

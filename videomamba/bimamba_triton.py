@@ -27,13 +27,13 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
 * `_scan_fwd_chunk_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`): the same computation in chunks of T tokens as
   (channels, T) register tiles: everything but the state recurrence vectorised over the chunk, the recurrence an
   in-register scan over the chunk's tokens per state.
-* Backward (v5, the default): `_scan_bwd_sweep_kernel` (both sequential sweeps in one launch: the states entering
-  every chunk of `T` tokens, and the adjoint entering every group of chunks from its right end), then
-  `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk recomputing its states with an in-register
-  scan and running the adjoint scan; with `SCAN_BWD_CONFIG["GROUP"] = 6`, the default, its per-token channel sums of
-  the B and C gradients are one reduce-scatter across the warp in inline PTX). v4 (`SCAN_BWD_CONFIG["VERSION"] = 4`): `_scan_bwd_kernel` (per direction: a
-  forward sweep that stores the state every `T` tokens, then chunks of `T` tokens from the end),
-  `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv backward
+* Backward: the sweeps, by default as a two-level scan (`_scan_bwd_split_local_kernel`: every group of chunks from
+  a zero carry, in parallel; `_scan_bwd_split_combine_kernel`: the carries over the groups), or sequential
+  (`_scan_bwd_sweep_kernel`), giving the states entering every chunk of `T` tokens and the adjoint entering every
+  group of chunks from its right end; then `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk
+  recomputing its states with an in-register scan and running the adjoint scan; with `SCAN_BWD_CONFIG["GROUP"] = 6`,
+  the default, its per-token channel sums of the B and C gradients are one reduce-scatter across the warp in inline
+  PTX); `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv backward
   into the `in_proj` output layout, `z` gradient). Nothing of size `(batch, length, d_inner, N)` is ever stored.
 
 Numerics: exponentials as `exp2` with `A` pre-scaled by log2(e); the state and all accumulations in float32; inputs
@@ -721,18 +721,6 @@ def _lin_combine_prev(a1, b1, e1, a2, b2, e2):
 
 
 @triton.jit
-def _rev_later_first(c1, g1, c2, g2):
-    """Reverse scan G_j = g_j + c_j G_{j+1}, for a scan that calls combine(later aggregate, earlier element)."""
-    return c1 * c2, g2 + c2 * g1
-
-
-@triton.jit
-def _rev_earlier_first(c1, g1, c2, g2):
-    """Reverse scan G_j = g_j + c_j G_{j+1}, for a scan that calls combine(earlier element, later aggregate)."""
-    return c1 * c2, g1 + c1 * g2
-
-
-@triton.jit
 def _rev_shifted(m1, l1, v1, m2, l2, v2):
     """Reverse scan G_j = g_j + a_{j+1} G_{j+1} run forward over the flipped rows, each element (1, a_j, g_j): the
     decay of a step is the *earlier-in-scan* element's own a (the next token's), so no shifted copy of a is needed.
@@ -741,248 +729,6 @@ def _rev_shifted(m1, l1, v1, m2, l2, v2):
     return ml * m1, l2, v2 + ml * v1
 
 
-@triton.jit
-def _probe_combine(x, y):
-    return x * 10.0 + y
-
-
-@triton.jit
-def _scan_order_probe_kernel(out_ptr):
-    """out[0] = 21 when a reverse scan calls combine(later, earlier), 12 when combine(earlier, later)."""
-    rows = tl.arange(0, 2)[:, None] + tl.zeros([2, 32], dtype=tl.int32)
-    vals = (rows + 1).to(tl.float32)
-    res = tl.associative_scan(vals, 0, _probe_combine, reverse=True)
-    first = tl.sum(tl.where(rows == 0, res, 0.0), axis=0)
-    tl.store(out_ptr + tl.arange(0, 32), first)
-
-
-@triton.jit(do_not_specialize=["s_c"])
-def _scan_bwd_kernel(
-    xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr,
-    ckpt_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr, aneg_ptr,
-    L, D, NCH, NDB,
-    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_y_b, s_y_l, s_c,
-    R: tl.constexpr, N: tl.constexpr, K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr,
-    RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
-    BD: tl.constexpr, T: tl.constexpr, FAST: tl.constexpr, REV_LATER_FIRST: tl.constexpr,
-    PIPE1: tl.constexpr = False, DA_BLOCK: tl.constexpr = 16,
-):
-    """Backward of one direction of `_scan_fwd_kernel` for BD channels of one sample (grid: channel block,
-    direction, sample).
-
-    Phase 1 walks the sequence in the direction's order and stores the state entering every chunk of T tokens in
-    `ckpt (B, 2, NCH, 4 NG, D)`. Phase 2 takes the chunks from the last: (T, BD) tiles with the T tokens in each
-    lane's registers; for every state n it recomputes the states of the chunk with an in-register scan from the
-    checkpoint and runs the adjoint recurrence G_j = C_j gy_j + exp(delta_{j+1} A) G_{j+1} backwards, carrying
-    exp(delta A) G of the chunk's first token to the previous chunk.
-
-    Writes y (B, L, 2, D) fp32 (this direction's ungated output, D skip included), dxc (B, L, 2, D) fp32 (gradient
-    wrt the conv output, x_proj path excluded), ddp (B, L, 2, D) fp32 (gradient wrt dt_proj's output before the
-    softplus: the dt_proj gradients are then two small matrix products on the host side), dxd (B, L, 2, NDB, PS)
-    fp32 (this channel block's share of the gradient wrt the B and C columns of x_dbl; other columns unwritten) and
-    partial sums of the gradients dA (B, 2, NBLK, 4 NG, D) (wrt A = -exp(A_log)) and dD (B, 2, NBLK, D), one per group
-    of DA_BLOCK chunks (NBLK = cdiv(NCH, DA_BLOCK)), added in float64 on the host: a float32 sum runs over at most
-    DA_BLOCK * T tokens (one over the whole sequence would be what limits their accuracy on long ones).
-    aneg (2, D, 4 NG) holds A itself (a2 = A log2(e) is only for the exponentials).
-    `s_c` is the channel stride (always 1, unspecialised so that the (T, BD) tiles keep T inside each lane; Triton 3.6
-    puts T across 8 lanes anyway, see NOTES_triton.md "Backward v5").
-    RP4 = 4 RG, NP4 = 4 NG, PS = RP4 + 2 NP4.
-    """
-    pid_d = tl.program_id(0)
-    dr = tl.program_id(1)
-    pid_b = tl.program_id(2)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    mask_d = offs_d < D
-    dc = offs_d * s_c
-    step = 1 - 2 * dr
-
-    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    wc_base = convw_ptr + dr * K * D + dc
-    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
-    if K > 1:
-        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
-    if K > 2:
-        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
-    if K > 3:
-        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
-
-    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
-    xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
-    ck_base = ckpt_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH) * (NP4 * D)
-
-    # ---- phase 1: states entering each chunk ------------------------------------------------------------------
-    g_n = tl.arange(0, NG)[:, None, None]
-    g_r = tl.arange(0, RG)[:, None, None]
-    v4 = tl.arange(0, 4)[None, :, None]
-    d3 = offs_d[None, None, :]
-    m3 = mask_d[None, None, :]
-    n3 = g_n * 4 + v4
-    r3 = g_r * 4 + v4
-    a2t = tl.load(a2_ptr + (dr * D + d3) * NP4 + n3, mask=m3, other=0.0)
-    wdtt = tl.load(dtw_ptr + (dr * D + d3) * RP4 + r3, mask=m3, other=0.0)
-    zero3 = d3 * 0
-    off_r3 = r3 + zero3
-    off_b3 = RP4 + n3 + zero3
-    ck_off3 = n3 * D + d3 * s_c
-    h = tl.zeros([NG, 4, BD], dtype=tl.float32)
-    xp1 = tl.zeros([BD], dtype=tl.float32)
-    xp2 = tl.zeros([BD], dtype=tl.float32)
-    xp3 = tl.zeros([BD], dtype=tl.float32)
-    t = dr * (L - 1)
-    if PIPE1:
-        # software-pipelined: the next token's loads are issued during the current token
-        nxt_x = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0).to(tl.float32)
-        xrow1 = xd_base + (t * s_xd_l4) * 4
-        nxt_dtl = tl.load(xrow1 + off_r3)
-        nxt_bv = tl.load(xrow1 + off_b3)
-    for i in range(0, L):
-        if i % T == 0:
-            tl.store(ck_base + (i // T) * (NP4 * D) + ck_off3, h, mask=m3)
-        if PIPE1:
-            xt = nxt_x
-            dtl = nxt_dtl
-            bv = nxt_bv
-            tn = t + step * (i + 1 < L).to(tl.int32)
-            nxt_x = tl.load(x_base + tn * s_xz_l + dc, mask=mask_d, other=0.0).to(tl.float32)
-            xrow1 = xd_base + (tn * s_xd_l4) * 4
-            nxt_dtl = tl.load(xrow1 + off_r3)
-            nxt_bv = tl.load(xrow1 + off_b3)
-        else:
-            xt = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0).to(tl.float32)
-            xrow1 = xd_base + (t * s_xd_l4) * 4
-            dtl = tl.load(xrow1 + off_r3)
-            bv = tl.load(xrow1 + off_b3)
-        pre = cb + w0 * xt
-        if K > 1:
-            pre += w1 * xp1
-        if K > 2:
-            pre += w2 * xp2
-        if K > 3:
-            pre += w3 * xp3
-        xc = pre * _sigmoid_precise(pre, FAST)
-        dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=1), axis=0), bdt, FAST)
-        delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
-        h = _exp2(a2t * delta[None, None, :], FAST) * h + bv * (delta * xc)[None, None, :]
-        xp3 = xp2
-        xp2 = xp1
-        xp1 = xt
-        t += step
-    tl.debug_barrier()
-
-    # ---- phase 2: chunks from the last ------------------------------------------------------------------------
-    offs_j = tl.arange(0, T)
-    rows_n = tl.arange(0, NP4)[:, None]
-    dmask2 = mask_d[None, :]
-    dc2 = dc[None, :]
-    zero2 = tl.zeros([T, BD], dtype=tl.int32)
-    Gc = tl.zeros([NP4, BD], dtype=tl.float32)
-    dA_acc = tl.zeros([NP4, BD], dtype=tl.float32)
-    dD_acc = tl.zeros([BD], dtype=tl.float32)
-    nblk = (NCH + DA_BLOCK - 1) // DA_BLOCK
-    pb = (pid_b * 2 + dr).to(tl.int64) * nblk
-    is_first = (offs_j == 0)[:, None]
-    is_last = (offs_j == T - 1)[:, None]
-    y_base = y_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
-    dxc_base = dxc_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
-    do_base = dout_ptr + pid_b.to(tl.int64) * s_do_b + dr * s_do_dir
-    dxd_base = dxd_ptr + ((pid_b.to(tl.int64) * L) * 2 * NDB + dr * NDB + pid_d) * PS
-    for cc in range(0, NCH):
-        c = NCH - 1 - cc
-        pos = c * T + offs_j  # scan positions of the chunk's rows
-        valid = pos < L
-        tok = pos + dr * (L - 1 - 2 * pos)
-        tok = tl.where(valid, tok, 0)
-        valid2 = valid[:, None] & dmask2
-        # conv over the direction's past: scan positions i, i-1, ..., i-K+1
-        xrow = x_base + tok[:, None] * s_xz_l + dc2
-        pre = cb[None, :] + w0[None, :] * tl.load(xrow, mask=valid2, other=0.0).to(tl.float32)
-        if K > 1:
-            pre += w1[None, :] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[:, None], other=0.0).to(tl.float32)
-        if K > 2:
-            pre += w2[None, :] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[:, None], other=0.0).to(tl.float32)
-        if K > 3:
-            pre += w3[None, :] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[:, None], other=0.0).to(tl.float32)
-        sg = _sigmoid_precise(pre, FAST)
-        xc = pre * sg
-        z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
-        dout = tl.load(do_base + tok[:, None] * s_do_l + dc2, mask=valid2, other=0.0).to(tl.float32)
-        gy = dout * (z * _sigmoid_precise(z, FAST))
-        # delta at the chunk's rows and at the next scan position
-        xdrow = xd_base + (tok * s_xd_l4)[:, None] * 4 + zero2
-        valid_n = (pos + 1) < L
-        tok_n = tl.where(valid_n, tok + step, 0)
-        xdrow_n = xd_base + (tok_n * s_xd_l4)[:, None] * 4 + zero2
-        # dt_proj: the rank-R product first, the bias last (with the bias first, each of the R additions rounds at
-        # the bias' magnitude, ~-7 for step sizes ~1e-3, and the softplus / sigmoid carry that absolute error as a
-        # relative one), the sum's own rounding kept apart (`_dt_split`)
-        dtp = tl.zeros([T, BD], dtype=tl.float32)
-        dtp_n = tl.zeros([T, BD], dtype=tl.float32)
-        for r in tl.static_range(R):
-            wr = tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0)
-            dtp += wr[None, :] * tl.load(xdrow + r, mask=valid[:, None], other=0.0)
-            dtp_n += wr[None, :] * tl.load(xdrow_n + r, mask=valid_n[:, None], other=0.0)
-        dtp, dtp_lo = _dt_split(dtp, bdt[None, :], FAST)
-        dtp_n, dtp_n_lo = _dt_split(dtp_n, bdt[None, :], FAST)
-        delta, sig_dt = _softplus_sigmoid(dtp, dtp_lo, FAST)
-        delta = tl.where(valid2, delta, 0.0)
-        delta_n, _ = _softplus_sigmoid(dtp_n, dtp_n_lo, FAST)
-        delta_n = tl.where(valid_n[:, None] & dmask2, delta_n, 0.0)
-        u = delta * xc
-        yacc = tl.zeros([T, BD], dtype=tl.float32)
-        dxc_acc = tl.zeros([T, BD], dtype=tl.float32)
-        ddl_acc = tl.zeros([T, BD], dtype=tl.float32)
-        ck_c = ck_base + c * (NP4 * D) + dc
-        for n in range(0, N):  # a run-time loop: an unrolled one lets the compiler hoist all states' loads
-            a2n = tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
-            An = tl.load(aneg_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
-            Bn = tl.load(xdrow + RP4 + n, mask=valid[:, None], other=0.0)
-            Cn = tl.load(xdrow + RP4 + NP4 + n, mask=valid[:, None], other=0.0)
-            hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
-            a = _exp2(delta * a2n[None, :], FAST)
-            bx = u * Bn
-            # states h_j and ah_j = exp(delta_j A) h_{j-1} of the chunk's rows, from the checkpoint
-            ah_in = a * hin[None, :]
-            _, hs, ah = tl.associative_scan(
-                (a, tl.where(is_first, bx + ah_in, bx), tl.where(is_first, ah_in, 0.0)), 0, _lin_combine_prev
-            )
-            yacc += hs * Cn
-            an = _exp2(delta_n * a2n[None, :], FAST)
-            gcn = tl.sum(tl.where(rows_n == n, Gc, 0.0), axis=0)
-            g = gy * Cn + tl.where(is_last, gcn[None, :], 0.0)
-            if REV_LATER_FIRST:
-                _, G = tl.associative_scan((an, g), 0, _rev_later_first, reverse=True)
-            else:
-                _, G = tl.associative_scan((an, g), 0, _rev_earlier_first, reverse=True)
-            Gah = G * ah
-            dA_acc = tl.where(rows_n == n, dA_acc + tl.sum(Gah * delta, axis=0)[None, :], dA_acc)
-            GB = G * Bn
-            ddl_acc += GB * xc + Gah * An[None, :]
-            dxc_acc += GB * delta
-            dB = tl.sum(G * u, axis=1)
-            dC = tl.sum(gy * hs, axis=1)
-            rowp = dxd_base + tok * (2 * NDB * PS)
-            tl.store(rowp + RP4 + n, dB, mask=valid)
-            tl.store(rowp + RP4 + NP4 + n, dC, mask=valid)
-            Gc = tl.where(rows_n == n, tl.sum(tl.where(is_first, a * G, 0.0), axis=0)[None, :], Gc)
-        yv = yacc + dsk[None, :] * xc
-        tl.store(y_base + tok[:, None] * s_y_l + dc2, yv, mask=valid2)
-        tl.store(dxc_base + tok[:, None] * s_y_l + dc2, dxc_acc + gy * dsk[None, :], mask=valid2)
-        dD_acc += tl.sum(gy * xc, axis=0)
-        if (cc % DA_BLOCK == DA_BLOCK - 1) | (cc == NCH - 1):
-            blk = pb + cc // DA_BLOCK
-            tl.store(dA_ptr + blk * (NP4 * D) + rows_n * D + dc2, dA_acc, mask=dmask2)
-            tl.store(dD_ptr + blk * D + dc, dD_acc, mask=mask_d)
-            dA_acc = tl.zeros([NP4, BD], dtype=tl.float32)
-            dD_acc = tl.zeros([BD], dtype=tl.float32)
-        ddp = ddl_acc * sig_dt
-        tl.store(ddp_ptr + pid_b.to(tl.int64) * s_y_b + dr * D + tok[:, None] * s_y_l + dc2, ddp, mask=valid2)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# backward v5: two sweeps, then the chunks in parallel over groups
-# ---------------------------------------------------------------------------------------------------------------
 @triton.jit
 def _sweep_state_delta(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST: tl.constexpr):
     """One token of the state sweep: conv + SiLU, dt_proj + softplus (as `_scan_bwd_group_kernel` recomputes them),
@@ -1498,11 +1244,13 @@ def _scan_bwd_group_kernel(
     RS: tl.constexpr = False, RS_ASM: tl.constexpr = False, NV: tl.constexpr = 1, SPLIT: tl.constexpr = False,
 ):
     """Phase 2 of the v5 backward: one group of GCH chunks of T tokens, BD channels, one direction of one sample
-    (grid: channel block, direction, sample * NGRP + group). The chunks of the group from its last, as in
-    `_scan_bwd_kernel`'s phase 2, starting from the adjoint carry that `_scan_bwd_sweep_kernel` stored for the group
-    (`gcar`, updated in place per state: no (4 NG, BD) tiles in registers) and the state checkpoints `ckpt`.
-    Same outputs as `_scan_bwd_kernel`; the dA (B, 2, NGRP, 4 NG, D) and dD (B, 2, NGRP, D) partial sums are one
-    per group (float32 over at most GCH * T tokens; added in float64 on the host).
+    (grid: channel block, direction, sample * NGRP + group). The chunks of the group from its last, starting from the
+    adjoint carry that the sweeps stored for the group (`gcar`, updated in place per state: no (4 NG, BD) tiles in
+    registers) and the state checkpoints `ckpt`. Per chunk, per state: the chunk's states from its checkpoint and the
+    adjoint G_j = C_j gy_j + a_{j+1} G_{j+1} as in-register scans over the chunk's rows, then y (B, L, 2, D) (this
+    direction's ungated output), dxc, ddp (gradients wrt the conv output and the dt_proj output), this channel
+    block's share of the B and C gradients dxd (B, L, 2, NDB, PS), and per group the dA (B, 2, NGRP, 4 NG, D) and
+    dD (B, 2, NGRP, D) partial sums (float32 over at most GCH * T tokens; added in float64 on the host).
 
     RS (v6, `SCAN_BWD_CONFIG["GROUP"] = 6`; needs BD = 32, one warp, T 4 or 8): the dB / dC channel sums of a state
     as one reduce-scatter (`_channel_sums_scattered`; RS_ASM: shuffles in inline PTX) instead of a butterfly per
@@ -1877,9 +1625,8 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
     cfg = SCAN_FWD_CONFIG
     warps = 2 * _cdiv(d_inner, cfg["BD"]) * cfg["num_warps"] * batch
     return warps > torch.cuda.get_device_properties(device).multi_processor_count * SCAN_FWD_WARPS_PER_SM
-# Backward: VERSION 4 is the single-kernel backward (one sequential program per channel block, direction and sample:
-# 768 one-warp programs at batch 32; 29.8 ms per layer at batch 32 x 16 frames on the H100, 255 registers, its tiles
-# laid out with the T rows across lanes by Triton 3.6); VERSION 5 the two sweeps + chunk groups in parallel (offline
+# Backward: VERSION 5, the sweeps + chunk groups in parallel (the single-kernel VERSION 4, 29.8 ms per layer at batch
+# 32 x 16 frames on the H100 with its T rows across lanes, was removed in session 4; NOTES_triton.md) (offline
 # SASS, Triton 3.6, sm_90: group kernel T 8 254 registers / 168 with the cap, 396-427 instructions per state and
 # chunk; T 4 131-150 registers, 218-234; sweep kernel 128 registers, 162 with SWEEP_PIPE). GPU timings:
 # benchmarks/bench_scan_bwd.py (H100, Ti mixer, bf16, batch 32 x 16 frames: scan kernels v4 26.3 ms, v5 T 8 7.45,
@@ -1915,22 +1662,6 @@ XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": Tr
 # instead of 24: 8.45 -> 8.10 ms).
 XPROJ_BWD_CONFIG = {"BT": 64, "BC": 64, "num_warps": 8, "num_stages": 2, "PROGRAMS": 32 * 132}
 CONV_BWD_CONFIG = {"BT": 16, "BC": 32, "num_warps": 8, "num_stages": 1}
-
-_REVERSE_LATER_FIRST = {}
-
-
-def _reverse_scan_later_first(device: torch.device) -> bool:
-    """How this Triton's reverse `associative_scan` orders the combine arguments (probed once per device)."""
-    key = (device.type, device.index)
-    if key not in _REVERSE_LATER_FIRST:
-        out = torch.empty(32, device=device, dtype=torch.float32)
-        _scan_order_probe_kernel[(1,)](out, num_warps=1)
-        value = float(out[0])
-        if value not in (12.0, 21.0):
-            raise RuntimeError(f"Unexpected reverse associative_scan probe result {value}.")
-        _REVERSE_LATER_FIRST[key] = value == 21.0
-    return _REVERSE_LATER_FIRST[key]
-
 
 _ROW_INDEX_CACHE = {}
 
@@ -2099,13 +1830,16 @@ def _token_sum_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sweep_only=False):
-    """The scan kernels of the backward (SCAN_BWD_CONFIG["VERSION"] 4: `_scan_bwd_kernel`; 5: `_scan_bwd_sweep_kernel`
-    then `_scan_bwd_group_kernel`). a2 = A log2(e) and aneg = A (2, D, 4 NG) float32. Returns y, dxc, ddp
+    """The scan kernels of the backward: the sweeps (`_scan_bwd_split_local_kernel` + `_scan_bwd_split_combine_kernel`,
+    or the sequential `_scan_bwd_sweep_kernel`), then `_scan_bwd_group_kernel`. a2 = A log2(e) and aneg = A (2, D, 4 NG) float32. Returns y, dxc, ddp
     (B, L, 2, D), dxd_part (B, L, 2, channel blocks, PS) and the dA (B, 2, NBLK, 4 NG, D) / dD (B, 2, NBLK, D)
     partial sums, all float32 (see the kernels' docstrings). `_sweep_only` (benchmarks): v5's sweeps only."""
     batch, length, _ = xz.shape
     d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
     cfg = SCAN_BWD_CONFIG
+    if cfg.get("VERSION", 5) != 5:
+        raise ValueError(f"SCAN_BWD_CONFIG['VERSION'] = {cfg['VERSION']!r}: the only backward is 5 (the single-kernel "
+                         "backward 4 was removed in session 4; see benchmarks/NOTES_triton.md).")
     bd, t_chunk = cfg["BD"], cfg["T"]
     ndb, nch = _cdiv(d_inner, bd), _cdiv(length, t_chunk)
     fast, _ = _fast_flags(xz.dtype)
@@ -2117,78 +1851,65 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     nblk = _cdiv(nch, DA_BLOCK)
     dA = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
     dD = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
-    if cfg.get("VERSION", 5) == 4:
-        _scan_bwd_kernel[(ndb, 2, batch)](
-            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
-            ckpt, y, dxc, ddp, dxd_part, dA, dD, aneg,
-            length, d_inner, nch, ndb,
-            xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
-            dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
-            R=tabs.r, N=tabs.n, K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-            BD=bd, T=t_chunk, FAST=fast,
-            REV_LATER_FIRST=_reverse_scan_later_first(dev), PIPE1=cfg.get("PIPE1", False), DA_BLOCK=DA_BLOCK,
-            num_warps=cfg["num_warps"],
+    # v5: the two sequential sweeps side by side (states entering every chunk; adjoint carries entering every
+    # group of DA_BLOCK chunks from the right), then every group of chunks in parallel
+    gcar = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
+    sbd = cfg.get("SWEEP_BD", 32)
+    sweep = cfg.get("SWEEP", "sequential")
+    if sweep not in ("sequential", "split"):
+        raise ValueError(f"SCAN_BWD_CONFIG['SWEEP'] must be 'sequential' or 'split', got {sweep!r}.")
+    split = sweep == "split"
+    sweep_args = (
+        length, d_inner, nch, nblk,
+        xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+        dout.stride(0), dout.stride(1), dout_dir_stride, 1,
+    )
+    sweep_kw = dict(
+        K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
+        BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast,
+        UNROLL=cfg.get("SWEEP_UNROLL", 1) if t_chunk % 2 == 0 else 1, num_warps=max(1, sbd // 32),
+        **({"maxnreg": cfg["SWEEP_MAXNREG"]} if cfg.get("SWEEP_MAXNREG") else {}),
+    )
+    if split:
+        # two-level scan: every group of DA_BLOCK chunks from a zero carry (local states entering each chunk,
+        # sums of delta, the local end state / adjoint), then the group carries sequentially over the groups;
+        # the group kernel adds the entering state to each chunk's local one
+        pdel = torch.empty(batch, 2, nch, d_inner, device=dev, dtype=f32)
+        sdel = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
+        _scan_bwd_split_local_kernel[(_cdiv(d_inner, sbd), 4, batch * nblk)](
+            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, sdel, gcar,
+            *sweep_args, **sweep_kw,
         )
+        cbd = cfg.get("SWEEP_COMBINE_BD", 32)
+        _scan_bwd_split_combine_kernel[(_cdiv(d_inner, cbd), 4, batch)](
+            a2, ckpt, sdel, gcar, d_inner, nch, nblk, 1,
+            NG=tabs.ng, NP4=tabs.np4, BD=cbd, GCH=DA_BLOCK, FAST=fast, num_warps=max(1, cbd // 32),
+        )
+        del sdel
     else:
-        # v5: the two sequential sweeps side by side (states entering every chunk; adjoint carries entering every
-        # group of DA_BLOCK chunks from the right), then every group of chunks in parallel
-        gcar = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
-        sbd = cfg.get("SWEEP_BD", 32)
-        sweep = cfg.get("SWEEP", "sequential")
-        if sweep not in ("sequential", "split"):
-            raise ValueError(f"SCAN_BWD_CONFIG['SWEEP'] must be 'sequential' or 'split', got {sweep!r}.")
-        split = sweep == "split"
-        sweep_args = (
-            length, d_inner, nch, nblk,
-            xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
-            dout.stride(0), dout.stride(1), dout_dir_stride, 1,
+        pdel = ckpt  # unused by the group kernel
+        _scan_bwd_sweep_kernel[(_cdiv(d_inner, sbd), 4, batch)](
+            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, gcar,
+            *sweep_args, PIPE=cfg.get("SWEEP_PIPE", False), **sweep_kw,
         )
-        sweep_kw = dict(
-            K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-            BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast,
-            UNROLL=cfg.get("SWEEP_UNROLL", 1) if t_chunk % 2 == 0 else 1, num_warps=max(1, sbd // 32),
-            **({"maxnreg": cfg["SWEEP_MAXNREG"]} if cfg.get("SWEEP_MAXNREG") else {}),
-        )
-        if split:
-            # two-level scan: every group of DA_BLOCK chunks from a zero carry (local states entering each chunk,
-            # sums of delta, the local end state / adjoint), then the group carries sequentially over the groups;
-            # the group kernel adds the entering state to each chunk's local one
-            pdel = torch.empty(batch, 2, nch, d_inner, device=dev, dtype=f32)
-            sdel = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
-            _scan_bwd_split_local_kernel[(_cdiv(d_inner, sbd), 4, batch * nblk)](
-                xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, sdel, gcar,
-                *sweep_args, **sweep_kw,
-            )
-            cbd = cfg.get("SWEEP_COMBINE_BD", 32)
-            _scan_bwd_split_combine_kernel[(_cdiv(d_inner, cbd), 4, batch)](
-                a2, ckpt, sdel, gcar, d_inner, nch, nblk, 1,
-                NG=tabs.ng, NP4=tabs.np4, BD=cbd, GCH=DA_BLOCK, FAST=fast, num_warps=max(1, cbd // 32),
-            )
-            del sdel
-        else:
-            pdel = ckpt  # unused by the group kernel
-            _scan_bwd_sweep_kernel[(_cdiv(d_inner, sbd), 4, batch)](
-                xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, gcar,
-                *sweep_args, PIPE=cfg.get("SWEEP_PIPE", False), **sweep_kw,
-            )
-        if _sweep_only:
-            return None
-        maxnreg = cfg.get("maxnreg")
-        rs = cfg.get("GROUP", 5) == 6
-        nv = cfg.get("NV", 1) if tabs.n % cfg.get("NV", 1) == 0 else 1  # states per vector load of B and C
-        if rs and (bd != 32 or cfg["num_warps"] != 1 or t_chunk not in (4, 8)):
-            raise ValueError(f"SCAN_BWD_CONFIG GROUP 6 needs BD 32, num_warps 1 and T 4 or 8, got {cfg}")
-        _scan_bwd_group_kernel[(ndb, 2, batch * nblk)](
-            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
-            ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, aneg, pdel,
-            length, d_inner, nch, ndb, nblk,
-            xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
-            dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
-            R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-            BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv, SPLIT=split,
-            num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
-        )
-        del gcar, pdel
+    if _sweep_only:
+        return None
+    maxnreg = cfg.get("maxnreg")
+    rs = cfg.get("GROUP", 5) == 6
+    nv = cfg.get("NV", 1) if tabs.n % cfg.get("NV", 1) == 0 else 1  # states per vector load of B and C
+    if rs and (bd != 32 or cfg["num_warps"] != 1 or t_chunk not in (4, 8)):
+        raise ValueError(f"SCAN_BWD_CONFIG GROUP 6 needs BD 32, num_warps 1 and T 4 or 8, got {cfg}")
+    _scan_bwd_group_kernel[(ndb, 2, batch * nblk)](
+        xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, tabs.dsk,
+        ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, aneg, pdel,
+        length, d_inner, nch, ndb, nblk,
+        xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+        dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
+        R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
+        BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv, SPLIT=split,
+        num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
+    )
+    del gcar, pdel
     del ckpt
     return y, dxc, ddp, dxd_part, dA, dD
 
