@@ -780,58 +780,6 @@ def test_gpu_model_backends_agree():
         assert _rel(p.grad, g) < 1e-4
 
 
-_SWEEP_UNROLL_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-    import torch
-    from conftest import tiny_config
-    from test_triton_scan import _patch_interpreter, _randomize
-    from videomamba.modeling_videomamba import VideoMambaMixer
-    from videomamba import bimamba_triton as bt
-
-    _patch_interpreter()
-    torch.manual_seed(0)
-    mixer = _randomize(VideoMambaMixer(tiny_config(hidden_size=8, state_size=4), layer_idx=0))
-    tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
-    bt.SCAN_BWD_CONFIG["T"], bt.DA_BLOCK = 4, 2  # chunks of 4 tokens, groups of 8: boundaries at both unrolled tokens
-    results = {}
-    for length in (1, 2, 9, 17, 34):
-        xz = torch.randn(2, length, 2 * tabs.d_inner)
-        xdbl = bt._xproj_recompute(xz, tabs)
-        dout = torch.randn(2, length, tabs.d_inner)
-        a2 = tabs.a2.clone()
-        outs = {}
-        for unroll in (1, 2):
-            bt.SCAN_BWD_CONFIG["SWEEP_UNROLL"] = unroll
-            outs[unroll] = bt._scan_bwd_scan(xz, xdbl, dout, 0, tabs, a2, torch.zeros_like(a2).copy_(tabs.a2 / bt.LOG2E))
-        # y, dxc, ddp, dxd_part (its B and C columns: the kernels leave the dt and pad columns to the host), dA, dD
-        cols = slice(tabs.rp4, tabs.rp4 + 2 * tabs.np4)
-        pairs = [(a[..., cols] if i == 3 else a, b[..., cols] if i == 3 else b)
-                 for i, (a, b) in enumerate(zip(outs[1], outs[2]))]
-        results[length] = max((a - b).abs().max().item() for a, b in pairs)
-    print(json.dumps(results))
-    """
-)
-
-
-def test_interpreter_sweep_unroll_matches():
-    """The backward's sequential sweeps two tokens per iteration (SCAN_BWD_CONFIG["SWEEP_UNROLL"] = 2) give exactly the
-    one-token loop's results: every output of the scan kernels, at odd and even lengths, with chunk and group
-    boundaries falling on either token of a pair."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _SWEEP_UNROLL_SCRIPT],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(results) == 5
-    for length, diff in results.items():
-        assert diff == 0.0, (length, diff)
-
-
 _SPLIT_SWEEP_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
@@ -856,21 +804,26 @@ _SPLIT_SWEEP_SCRIPT = textwrap.dedent(
     results = {}
     cases = [(torch.float32, length, (2, 1) if length in (9, 34) else (2,)) for length in (1, 2, 9, 34)]
     cases += [(torch.bfloat16, 17, (2,))]
-    for dtype, length, unrolls in cases:  # (input dtype, length, the split runs' tokens per iteration)
+    for dtype, length, unrolls in cases:  # (input dtype, length, the runs' tokens per iteration)
         xz = torch.randn(2, length, 2 * tabs.d_inner).to(dtype)
         xdbl = bt._xproj_recompute(xz, tabs)
         dout = torch.randn(2, length, tabs.d_inner).to(dtype)
-        runs = []
-        for sweep, unroll in [("sequential", 2)] + [("split", u) for u in unrolls]:
+        runs = {}
+        for sweep, unroll in [("sequential", u) for u in unrolls] + [("split", u) for u in unrolls]:
             bt.SCAN_BWD_CONFIG["SWEEP"], bt.SCAN_BWD_CONFIG["SWEEP_UNROLL"] = sweep, unroll
             outs = bt._scan_bwd_scan(xz, xdbl, dout, 0, tabs, a2, aneg)
-            runs.append([pick.get(i, lambda o: o)(o) for i, o in enumerate(outs)])
+            runs[sweep, unroll] = [pick.get(i, lambda o: o)(o) for i, o in enumerate(outs)]
+        ref = runs["sequential", 2]
         # per tensor: max |split - sequential| / max |sequential|, all finite
-        results[f"{str(dtype)[6:]}_L{length}"] = [
+        rel = [
             [(a.double() - b.double()).abs().max().item() / b.double().abs().max().clamp_min(1e-30).item(),
              bool(torch.isfinite(a).all())]
-            for run in runs[1:] for a, b in zip(run, runs[0])
+            for u in unrolls for a, b in zip(runs["split", u], ref)
         ]
+        # one token per iteration against two, each kind of sweep: the same arithmetic, so exactly the same values
+        exact = [max((a - b).abs().max().item() for a, b in zip(runs[sweep, 1], runs[sweep, 2]))
+                 for sweep in ("sequential", "split") if 1 in unrolls]
+        results[f"{str(dtype)[6:]}_L{length}"] = {"rel": rel, "exact": exact}
     print(json.dumps(results))
     """
 )
@@ -882,7 +835,9 @@ def test_interpreter_split_sweeps_match():
     sweeps: every output of the scan kernels (y, dxc, ddp, dxd_part's B and C columns, dA, dD) to float32 rounding
     (the decay over a span is exp2(a2 * sum of delta) instead of a product), float32 and bfloat16 inputs, two tokens
     per iteration and one, lengths 1 to 34 ending inside a chunk and inside a group (chunks of 4, groups of 8
-    tokens). Measured here: at most ~1e-7 relative; without the group kernel's fix-up, 2e-2 to 1.5."""
+    tokens). Measured here: at most ~1e-7 relative; without the group kernel's fix-up, 2e-2 to 1.5. And both kinds of
+    sweep two tokens per iteration (SWEEP_UNROLL 2) give exactly the one-token loop's values, with chunk and group
+    boundaries falling on either token of a pair."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
     proc = subprocess.run(
         [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _SPLIT_SWEEP_SCRIPT],
@@ -891,10 +846,12 @@ def test_interpreter_split_sweeps_match():
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(results) == 5
-    for case, tensors in results.items():
-        assert len(tensors) == (12 if case in ("float32_L9", "float32_L34") else 6), case
-        for i, (rel, finite) in enumerate(tensors):
+    for case, found in results.items():
+        two = case in ("float32_L9", "float32_L34")
+        assert len(found["rel"]) == (12 if two else 6) and len(found["exact"]) == (2 if two else 0), case
+        for i, (rel, finite) in enumerate(found["rel"]):
             assert finite and rel < 1e-5, (case, i, rel)
+        assert all(diff == 0.0 for diff in found["exact"]), (case, found["exact"])
 
 
 @pytest.mark.gpu
