@@ -54,6 +54,17 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
+def _run_interpreted(script, timeout):
+    """Run one of the scripts below in a fresh interpreter with TRITON_INTERPRET=1 (set before Triton is imported);
+    returns the JSON its last line of output prints."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + script], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _patch_interpreter():
     """Make Triton's interpreter run the kernels' bfloat16 paths as the GPU does, and its scans faster (call before
     any launch).
@@ -358,13 +369,7 @@ def test_interpreter_backward_shapes():
     error plus 2e-3, and under 3e-2. (The interpreter has no FMA contraction and the hardware approximations of the
     GPU, so this checks the backward's equations and its float32 arithmetic, not the GPU's roundings.)
     """
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _BACKWARD_SHAPES_SCRIPT],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = _run_interpreted(_BACKWARD_SHAPES_SCRIPT, timeout=600)
     assert len(results) == 10
     for case, errors in results.items():
         assert len(errors) == 18, (case, sorted(errors))  # output, input and 16 parameter gradients
@@ -381,13 +386,7 @@ def test_interpreter_backward_shapes():
 
 def test_interpreter_matches_float64_reference():
     """Forward and all gradients of the mixer and of the functional op, kernels run by Triton's interpreter."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _INTERPRETER_SCRIPT],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = _run_interpreted(_INTERPRETER_SCRIPT, timeout=300)
     assert results.pop("written")
     assert len([k for k in results if k.startswith("mixer_d_")]) == 16
     assert len([k for k in results if k.startswith("var_")]) == 6 + 3 * 8
@@ -452,13 +451,7 @@ def test_interpreter_forward_v6_chunked():
     of 2, 4, 8 and 16 tokens, scalar or 16-byte (VEC) x_dbl loads, the conv's earlier tokens reloaded or taken from
     registers (XREG), lengths that are not multiples of the chunk (1, 7,
     9, 13), both output modes (per direction; summed, direction 1 adding to direction 0), float32 and bfloat16."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _FORWARD_V6_SCRIPT],
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = _run_interpreted(_FORWARD_V6_SCRIPT, timeout=300)
     assert len(results) == 7
     for name, r in results.items():
         assert r["dtype_ok"] and r["finite"], (name, r)
@@ -610,13 +603,7 @@ def test_interpreter_group6_matches_group5():
     2 chunks or one, lengths ending inside a chunk, a partial channel block. The interpreter runs
     `_channel_sums_scattered`'s selection path; the GPU's inline PTX is checked by
     `test_reduce_scatter_ptx_matches_butterfly_sums`."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _GROUP6_SCRIPT],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = _run_interpreted(_GROUP6_SCRIPT, timeout=600)
     assert len(results) == 3
     for case, tensors in results.items():
         assert len(tensors) == 6 * (2 if case == "fp32_L19_t8_g2" else 1), case
@@ -838,13 +825,7 @@ def test_interpreter_split_sweeps_match():
     tokens). Measured here: at most ~1e-7 relative; without the group kernel's fix-up, 2e-2 to 1.5. And both kinds of
     sweep two tokens per iteration (SWEEP_UNROLL 2) give exactly the one-token loop's values, with chunk and group
     boundaries falling on either token of a pair."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _SPLIT_SWEEP_SCRIPT],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = _run_interpreted(_SPLIT_SWEEP_SCRIPT, timeout=600)
     assert len(results) == 5
     for case, found in results.items():
         two = case in ("float32_L9", "float32_L34")

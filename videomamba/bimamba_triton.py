@@ -137,6 +137,26 @@ def _softplus(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K: tl.constexpr):
+    """The depthwise conv of direction dr for the channels at offsets dc: its bias and taps w0 (this token) .. w3
+    (three tokens earlier in scan order), (BD,) float32 each, zero beyond the kernel width K (tables: convb (2, D),
+    convw (2, K, D))."""
+    cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    wc_base = convw_ptr + dr * K * D + dc
+    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
+    w1 = tl.zeros_like(w0)
+    w2 = tl.zeros_like(w0)
+    w3 = tl.zeros_like(w0)
+    if K > 1:
+        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
+    if K > 2:
+        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
+    if K > 3:
+        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+    return cb, w0, w1, w2, w3
+
+
+@triton.jit
 def _prefetch_l2(ptrs):
     """`prefetch.global.L2` of each lane's address (a hint; no result)."""
     tl.inline_asm_elementwise(
@@ -342,18 +362,7 @@ def _scan_fwd_kernel(
     wdt = tl.load(dtw_ptr + (dr * D + d3) * (RG * 4) + r3, mask=m3, other=0.0)  # (BD, 4, RG)
     bdt = tl.load(dtb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
     dsk = tl.load(dsk_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
-    cb = tl.load(convb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
-    wc_base = convw_ptr + dr * K * D + offs_d
-    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
-    w1 = tl.zeros([BD], dtype=tl.float32)
-    w2 = tl.zeros([BD], dtype=tl.float32)
-    w3 = tl.zeros([BD], dtype=tl.float32)
-    if K > 1:
-        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
-    if K > 2:
-        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
-    if K > 3:
-        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+    cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, offs_d, mask_d, K)
 
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b + offs_d
     xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
@@ -526,18 +535,7 @@ def _scan_fwd_chunk_kernel(
 
     bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
     dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    wc_base = convw_ptr + dr * K * D + dc
-    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
-    w1 = tl.zeros_like(w0)
-    w2 = tl.zeros_like(w0)
-    w3 = tl.zeros_like(w0)
-    if K > 1:
-        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
-    if K > 2:
-        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
-    if K > 3:
-        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+    cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K)
     wdt = ()
     for r in tl.static_range(R):
         wdt = wdt + (tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0),)
@@ -801,18 +799,7 @@ def _scan_bwd_sweep_kernel(
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
     xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
     if mode == 0:
-        cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
-        wc_base = convw_ptr + dr * K * D + dc
-        w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
-        w1 = tl.zeros_like(w0)
-        w2 = tl.zeros_like(w0)
-        w3 = tl.zeros_like(w0)
-        if K > 1:
-            w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
-        if K > 2:
-            w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
-        if K > 3:
-            w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+        cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K)
         off_b3 = RP4 + n3 + zero3
         ck_base = ckpt_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH) * (NP4 * D)
         h = tl.zeros([BD, 4, NG], dtype=tl.float32)
@@ -982,18 +969,7 @@ def _scan_bwd_split_local_kernel(
     xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
     dslot = pid_b.to(tl.int64) * 2 + dr
     if mode == 0:
-        cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
-        wc_base = convw_ptr + dr * K * D + dc
-        w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
-        w1 = tl.zeros_like(w0)
-        w2 = tl.zeros_like(w0)
-        w3 = tl.zeros_like(w0)
-        if K > 1:
-            w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
-        if K > 2:
-            w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
-        if K > 3:
-            w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+        cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K)
         off_b3 = RP4 + n3 + zero3
         ck_base = ckpt_ptr + (dslot * NCH) * (NP4 * D)
         pd_base = pdel_ptr + (dslot * NCH) * D + dc
@@ -1275,15 +1251,7 @@ def _scan_bwd_group_kernel(
 
     bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
     dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    cb = tl.load(convb_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    wc_base = convw_ptr + dr * K * D + dc
-    w0 = tl.load(wc_base + (K - 1) * D, mask=mask_d, other=0.0)
-    if K > 1:
-        w1 = tl.load(wc_base + (K - 2) * D, mask=mask_d, other=0.0)
-    if K > 2:
-        w2 = tl.load(wc_base + (K - 3) * D, mask=mask_d, other=0.0)
-    if K > 3:
-        w3 = tl.load(wc_base + (K - 4) * D, mask=mask_d, other=0.0)
+    cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K)
 
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
     xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
