@@ -81,7 +81,7 @@ XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG (SPLIT: one direction per program)
 }
 BWD_VARIANTS = {  # changes to SCAN_BWD_CONFIG (benchmarks/bench_scan_bwd.py has the full set)
     "bwd T4": dict(T=4),
-    "bwd sequential sweeps": dict(SWEEP="sequential"),
+    "bwd no L1 prefetch": dict(PF=False, SWEEP_PF1=0),
 }
 
 

@@ -1,9 +1,9 @@
-"""Variants of the fused scan's backward (two sweeps, then the chunks in parallel over groups: group kernel v5 / v6,
-sequential or split sweeps, register caps) against a reference variant (REFERENCE: the session-3 backward, group
-kernel v5 with sequential sweeps), on one GPU, bf16, VideoMamba-Ti mixer sizes. (The single-kernel v4 backward this
-used to compare against was removed in session 4; its timings are in NOTES_triton.md.)
+"""Variants of the fused scan's backward (split sweeps, then the chunks in parallel over groups: group kernel 5 / 6,
+register caps, L1 prefetches) against a reference variant (REFERENCE: the session-4 backward), on one GPU, bf16,
+VideoMamba-Ti mixer sizes. (The single-kernel v4 backward and the sequential sweeps that earlier sessions compared
+against were removed in sessions 4 and 5; their timings are in NOTES_triton.md.)
 
-    python benchmarks/bench_scan_bwd.py [--out DIR] [--skip-train] [--variants "v5 T8,v5 T4"] [--aux]
+    python benchmarks/bench_scan_bwd.py [--out DIR] [--skip-train] [--variants "pf,pf spf4"] [--aux]
 
 1. The scan kernels of the backward alone (`bimamba_triton._scan_bwd_scan`) and the whole `_scan_backward` of one
    layer, at batch 32 x 16 frames (L = 3137) and batch 8 x 64 frames (L = 12545), per variant (CUDA events,
@@ -33,47 +33,27 @@ from videomamba.modeling_videomamba import VideoMambaMixer  # noqa: E402
 from bench_scan import cuda_time, time_training_step  # noqa: E402  (same folder)
 
 
-VARIANTS = {  # SCAN_BWD_CONFIG for each variant
-    "v5 T8": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
-    "v5 T8 r168": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": True},
-    "v5 T4": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
-    "v5 T4 r128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128, "SWEEP_PIPE": True},
-    "v5 T8 r168 nopipe": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": False},
-    # the sweeps with 4 channel blocks per program (a warp each): the x_dbl rows shared through L1
-    "v5 T8 sweep BD128": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True, "SWEEP_BD": 128},
-    # the sweeps two tokens per iteration (two register sets alternating)
-    "v5 T8 sweep unroll2": {"VERSION": 5, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True, "SWEEP_UNROLL": 2},
-    # group kernel v6: the dB / dC channel sums as one reduce-scatter in inline PTX (16 shuffles per state and chunk
-    # instead of 80), one store per lane
-    "v6 T8": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
-    "v6 T8 r168": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168, "SWEEP_PIPE": True},
-    "v6 T4": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
-    # ... and B, C of 2 or 4 states per vector load (the state loop unrolled by as many)
-    "v6 T8 nv2": {"VERSION": 5, "GROUP": 6, "NV": 2, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
-    "v6 T8 nv4": {"VERSION": 5, "GROUP": 6, "NV": 4, "BD": 32, "num_warps": 1, "T": 8, "SWEEP_PIPE": True},
-    "v6 T4 nv4": {"VERSION": 5, "GROUP": 6, "NV": 4, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
-    "v6 T4 r128": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128, "SWEEP_PIPE": True},
-    "v6 T4 nv2": {"VERSION": 5, "GROUP": 6, "NV": 2, "BD": 32, "num_warps": 1, "T": 4, "SWEEP_PIPE": True},
-    "v6 T4 nv4 r128": {"VERSION": 5, "GROUP": 6, "NV": 4, "BD": 32, "num_warps": 1, "T": 4, "maxnreg": 128,
-                       "SWEEP_PIPE": True},
-    "v6 T8 r128": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_PIPE": True},
-    "v6 T8 r144": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 144, "SWEEP_PIPE": True},
-    "v6 T8 nv2 r168": {"VERSION": 5, "GROUP": 6, "NV": 2, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168,
-                       "SWEEP_PIPE": True},
-    "v6 T8 r168 sweep r128": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 168,
-                              "SWEEP_PIPE": True, "SWEEP_MAXNREG": 128},
-    "v6 T8 r128 sweep unroll2 r168": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128,
-                                      "SWEEP_PIPE": True, "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 168},
-    # split (two-level) sweeps on top of the default: every group of 128 tokens in parallel from a zero carry, the
-    # group carries combined sequentially, the entering state added in the group kernel (offline SASS: local kernel
-    # 162 registers under the 168 cap, 128 with the 128 cap (no spills in its loops), 128 uncapped with one token
-    # per iteration)
-    "v6 split sweeps": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128,
-                        "SWEEP_PIPE": True, "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 168, "SWEEP": "split"},
-    "v6 split sweeps r128": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128,
-                             "SWEEP_PIPE": True, "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 128, "SWEEP": "split"},
-    "v6 split sweeps unroll1": {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128,
-                                "SWEEP_PIPE": True, "SWEEP_UNROLL": 1, "SWEEP_MAXNREG": None, "SWEEP": "split"},
+_S4 = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_UNROLL": 2,
+       "SWEEP_MAXNREG": 168}  # the session-4 default: no L1 prefetches
+VARIANTS = {  # SCAN_BWD_CONFIG for each variant (the session-3/4 variants with sequential sweeps are in NOTES_triton.md)
+    "s4 split sweeps": _S4,
+    "s4 r168": {**_S4, "maxnreg": 168},
+    "s4 sweeps r128": {**_S4, "SWEEP_MAXNREG": 128},
+    "s4 sweeps unroll1": {**_S4, "SWEEP_UNROLL": 1, "SWEEP_MAXNREG": None},
+    "group5": {**_S4, "GROUP": 5},
+    "T4": {**_S4, "T": 4},
+    "nv2": {**_S4, "NV": 2},
+    # session 5: L1 prefetches (Nsight Compute on the session-4 default: 25% of the group kernel's stall samples on
+    # the first FMA after its checkpoint loads, 10% on the dA row's add; offline SASS: group loop 315 -> 333
+    # instructions, no new spills; local kernel loops 367 / 288 -> 390 / 302, 168 registers, no spills)
+    "pf": {**_S4, "PF": True},
+    "spf2": {**_S4, "SWEEP_PF1": 2},
+    "spf4": {**_S4, "SWEEP_PF1": 4},
+    "pf spf2": {**_S4, "PF": True, "SWEEP_PF1": 2},
+    "pf spf4": {**_S4, "PF": True, "SWEEP_PF1": 4},
+    "pf spf4 r168": {**_S4, "PF": True, "SWEEP_PF1": 4, "maxnreg": 168},
+    "pf spf4 nv2": {**_S4, "PF": True, "SWEEP_PF1": 4, "NV": 2},
+    "pf spf8": {**_S4, "PF": True, "SWEEP_PF1": 8},
 }
 
 
@@ -141,7 +121,7 @@ def aux_kernels(results, batch=32, frames=16):
     return out
 
 
-REFERENCE = "v5 T8"  # the session-3 default: butterfly channel sums, sequential sweeps; always timed first
+REFERENCE = "s4 split sweeps"  # the session-4 default; always timed first
 
 
 def set_variant(name):

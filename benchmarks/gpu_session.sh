@@ -20,14 +20,17 @@ for step in "$@"; do
         -p no:cacheprovider tests -rs ${TESTS_ARGS:-} 2>&1 | tee "$RES/gpu_tests.log" | tail -25 ;;
     profile)
       mkdir -p "$RES/profile"
-      timeout 70 python3 benchmarks/profile_scan.py --out "$RES/profile" 2>&1 | tee "$RES/profile/profile.log" | tail -20
+      NCU_KERNELS=${NCU_KERNELS:-_scan_fwd_kernel|_scan_bwd_group_kernel|_conv_xproj_dir_kernel}
+      [ "${PROFILE_BASIC:-1}" = 1 ] && timeout 70 python3 benchmarks/profile_scan.py --out "$RES/profile" 2>&1 | tee "$RES/profile/profile.log" | tail -20
       [ "${NCU:-1}" = 1 ] && timeout 100 ncu --clock-control none --set full --import-source no \
-        -k "regex:${NCU_KERNELS:-_scan_fwd_kernel|_scan_bwd_group_kernel|_conv_xproj_dir_kernel}" -c ${NCU_COUNT:-3} -f -o "$RES/profile/scan" \
+        -k "regex:$NCU_KERNELS" -c ${NCU_COUNT:-3} -f -o "$RES/profile/scan" \
         python3 benchmarks/profile_scan.py --ncu >"$RES/profile/ncu_run.log" 2>&1 || tail -5 "$RES/profile/ncu_run.log"
       if [ -f "$RES/profile/scan.ncu-rep" ]; then
         ncu -i "$RES/profile/scan.ncu-rep" --page details > "$RES/profile/details.txt" 2>&1
-        ncu -i "$RES/profile/scan.ncu-rep" --page source --csv --print-source sass -k regex:_scan_fwd_kernel \
-          > "$RES/profile/source_scan_fwd.csv" 2>&1
+        for k in $(echo "$NCU_KERNELS" | tr '|' ' '); do  # per-SASS stall samples of each kernel
+          ncu -i "$RES/profile/scan.ncu-rep" --page source --csv --print-source sass -k "regex:$k" \
+            > "$RES/profile/source${k%_kernel}.csv" 2>&1
+        done
         grep -E "Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Issue Slots Busy|Executed Ipc A|No Eligible|Warp Cycles Per Issued|Waves Per SM|Compute \(SM\) Throughput|Memory Throughput" \
           "$RES/profile/details.txt" | head -60
       fi ;;

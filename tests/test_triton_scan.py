@@ -274,10 +274,10 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
         "plain": ({"PIPE": 0, "UNROLL": 1}, None),
         "plain_unroll2": ({"PIPE": 0, "UNROLL": 2}, None),
         "pipe1_unroll2": ({"PIPE": 1, "UNROLL": 2}, None),
-        # the previous default backward: the butterfly channel sums and the sequential sweeps
-        "pipe1_bwd_group5_seq": ({"PIPE": 1, "UNROLL": 1}, {"GROUP": 5, "maxnreg": None, "SWEEP": "sequential"}),
+        # the session-3 group kernel: the butterfly channel sums
+        "pipe1_bwd_group5": ({"PIPE": 1, "UNROLL": 1}, {"GROUP": 5, "maxnreg": None}),
         "bwd_v5_t4_g2": ({}, {"VERSION": 5, "T": 4, "DA_BLOCK": 2}),
-        "bwd_v5_t8_g1": ({}, {"VERSION": 5, "T": 8, "DA_BLOCK": 1, "SWEEP_PIPE": False}),
+        "bwd_v5_t8_g1": ({}, {"VERSION": 5, "T": 8, "DA_BLOCK": 1, "SWEEP_UNROLL": 1}),
     }
     da_block0 = bt.DA_BLOCK
     for name, (fwd_change, bwd_change) in variants.items():
@@ -784,10 +784,11 @@ _SPLIT_SWEEP_SCRIPT = textwrap.dedent(
     tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
     a2 = tabs.a2.clone()
     aneg = torch.zeros_like(a2).copy_(tabs.a2 / bt.LOG2E)
-    bt.SCAN_BWD_CONFIG["T"], bt.DA_BLOCK = 4, 2  # chunks of 4 tokens, groups of 8
-    # the columns and state rows the kernels write: dxd_part's B and C columns (not the dt / pad ones), dA's states
+    bt.SCAN_BWD_CONFIG["T"] = 4  # chunks of 4 tokens; groups of 8 tokens (DA_BLOCK 2) or one group (DA_BLOCK 16)
+    # the columns and state rows the kernels write: dxd_part's B and C columns (not the dt / pad ones), dA's states;
+    # dA and dD summed over the groups
     cols = list(range(tabs.rp4, tabs.rp4 + tabs.n)) + list(range(tabs.rp4 + tabs.np4, tabs.rp4 + tabs.np4 + tabs.n))
-    pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n]}
+    pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n].sum(2), 5: lambda o: o.sum(2)}
     results = {}
     cases = [(torch.float32, length, (2, 1) if length in (9, 34) else (2,)) for length in (1, 2, 9, 34)]
     cases += [(torch.bfloat16, 17, (2,))]
@@ -796,20 +797,20 @@ _SPLIT_SWEEP_SCRIPT = textwrap.dedent(
         xdbl = bt._xproj_recompute(xz, tabs)
         dout = torch.randn(2, length, tabs.d_inner).to(dtype)
         runs = {}
-        for sweep, unroll in [("sequential", u) for u in unrolls] + [("split", u) for u in unrolls]:
-            bt.SCAN_BWD_CONFIG["SWEEP"], bt.SCAN_BWD_CONFIG["SWEEP_UNROLL"] = sweep, unroll
+        for groups, unroll in [(g, u) for g in (2, 16) for u in unrolls]:
+            bt.DA_BLOCK, bt.SCAN_BWD_CONFIG["SWEEP_UNROLL"] = groups, unroll
             outs = bt._scan_bwd_scan(xz, xdbl, dout, 0, tabs, a2, aneg)
-            runs[sweep, unroll] = [pick.get(i, lambda o: o)(o) for i, o in enumerate(outs)]
-        ref = runs["sequential", 2]
-        # per tensor: max |split - sequential| / max |sequential|, all finite
+            runs[groups, unroll] = [pick.get(i, lambda o: o)(o) for i, o in enumerate(outs)]
+        ref = runs[16, 2]  # one group: the sweeps run from the sequence's start, no carries to combine
+        # per tensor: max |groups of 8 - one group| / max |one group|, all finite
         rel = [
             [(a.double() - b.double()).abs().max().item() / b.double().abs().max().clamp_min(1e-30).item(),
              bool(torch.isfinite(a).all())]
-            for u in unrolls for a, b in zip(runs["split", u], ref)
+            for u in unrolls for a, b in zip(runs[2, u], ref)
         ]
-        # one token per iteration against two, each kind of sweep: the same arithmetic, so exactly the same values
-        exact = [max((a - b).abs().max().item() for a, b in zip(runs[sweep, 1], runs[sweep, 2]))
-                 for sweep in ("sequential", "split") if 1 in unrolls]
+        # one token per iteration against two, each grouping: the same arithmetic, so exactly the same values
+        exact = [max((a - b).abs().max().item() for a, b in zip(runs[g, 1], runs[g, 2]))
+                 for g in (2, 16) if 1 in unrolls]
         results[f"{str(dtype)[6:]}_L{length}"] = {"rel": rel, "exact": exact}
     print(json.dumps(results))
     """
@@ -817,14 +818,14 @@ _SPLIT_SWEEP_SCRIPT = textwrap.dedent(
 
 
 def test_interpreter_split_sweeps_match():
-    """The two-level (split) sweeps (SCAN_BWD_CONFIG["SWEEP"] = "split": every group of chunks from a zero carry,
-    the group carries combined sequentially, the entering state added in the group kernel) against the sequential
-    sweeps: every output of the scan kernels (y, dxc, ddp, dxd_part's B and C columns, dA, dD) to float32 rounding
-    (the decay over a span is exp2(a2 * sum of delta) instead of a product), float32 and bfloat16 inputs, two tokens
-    per iteration and one, lengths 1 to 34 ending inside a chunk and inside a group (chunks of 4, groups of 8
-    tokens). Measured here: at most ~1e-7 relative; without the group kernel's fix-up, 2e-2 to 1.5. And both kinds of
-    sweep two tokens per iteration (SWEEP_UNROLL 2) give exactly the one-token loop's values, with chunk and group
-    boundaries falling on either token of a pair."""
+    """The two-level sweeps (every group of chunks from a zero carry, the group carries combined sequentially, the
+    entering state added in the group kernel) with groups of 8 tokens against one group spanning the sequence (the
+    plain sequential sweeps): every output of the scan kernels (y, dxc, ddp, dxd_part's B and C columns, dA and dD
+    summed over the groups) to float32 rounding (the decay over a span is exp2(a2 * sum of delta) instead of a
+    product), float32 and bfloat16 inputs, two tokens per iteration and one, lengths 1 to 34 ending inside a chunk and
+    inside a group (chunks of 4 tokens). Measured against the removed sequential-sweep kernel: at most ~1e-7
+    relative; without the group kernel's fix-up, 2e-2 to 1.5. And two tokens per iteration (SWEEP_UNROLL 2) give
+    exactly the one-token loop's values, with chunk and group boundaries falling on either token of a pair."""
     results = _run_interpreted(_SPLIT_SWEEP_SCRIPT, timeout=600)
     assert len(results) == 5
     for case, found in results.items():
@@ -839,8 +840,10 @@ def test_interpreter_split_sweeps_match():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("length", [1000, 3137])
 def test_gpu_split_sweeps_match(dtype, length):
-    """On the GPU (hardware exp2 / reciprocal approximations for bf16): the split sweeps give the sequential sweeps'
-    scan-kernel outputs to float32 rounding, Ti sizes, a partial last group (1000 tokens) and the 16-frame length."""
+    """On the GPU (hardware exp2 / reciprocal approximations for bf16), Ti sizes, a partial last group (1000 tokens)
+    and the 16-frame length: the two-level sweeps with the default groups give the scan-kernel outputs of one group
+    spanning the sequence (the plain sequential sweeps) to float32 rounding, and the L1 prefetches (SCAN_BWD_CONFIG
+    "PF", "SWEEP_PF1") change no bit."""
     from videomamba import bimamba_triton as bt
 
     config, mixer, _ = _ti_mixer(dtype)
@@ -855,18 +858,25 @@ def test_gpu_split_sweeps_match(dtype, length):
     dout = torch.randn(2, length, tabs.d_inner, device="cuda", generator=gen).to(dtype)
     xdbl = bt._xproj_recompute(xz, tabs)
     cols = list(range(tabs.rp4, tabs.rp4 + tabs.n)) + list(range(tabs.rp4 + tabs.np4, tabs.rp4 + tabs.np4 + tabs.n))
-    pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n]}
-    saved = dict(bt.SCAN_BWD_CONFIG)
-    runs = []
+    pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n].sum(2), 5: lambda o: o.sum(2)}
+    saved, da_block0 = dict(bt.SCAN_BWD_CONFIG), bt.DA_BLOCK
+    assert saved.get("PF") and saved.get("SWEEP_PF1")  # the defaults under test
+    runs = {}
     try:
-        for sweep in ("sequential", "split"):
-            bt.SCAN_BWD_CONFIG["SWEEP"] = sweep
+        for name, blocks, change in [("default", da_block0, {}), ("no prefetch", da_block0, {"PF": False, "SWEEP_PF1": 0}),
+                                     ("one group", 1 << 10, {})]:
+            bt.DA_BLOCK = blocks
+            bt.SCAN_BWD_CONFIG.update(change)
             outs = bt._scan_bwd_scan(xz, xdbl, dout, 0, tabs, a2, aneg)
-            runs.append([pick.get(i, lambda o: o)(o) for i, o in enumerate(outs)])
+            runs[name] = [pick.get(i, lambda o: o)(o) for i, o in enumerate(outs)]
+            bt.SCAN_BWD_CONFIG.clear()
+            bt.SCAN_BWD_CONFIG.update(saved)
     finally:
         bt.SCAN_BWD_CONFIG.clear()
         bt.SCAN_BWD_CONFIG.update(saved)
-    for i, (a, b) in enumerate(zip(runs[1], runs[0])):
+        bt.DA_BLOCK = da_block0
+    for i, (a, b, c) in enumerate(zip(runs["default"], runs["one group"], runs["no prefetch"])):
         assert torch.isfinite(a).all(), i
         rel = ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
         assert rel < 1e-4, (i, rel)
+        assert torch.equal(a, c), i

@@ -27,10 +27,9 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
 * `_scan_fwd_chunk_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`): the same computation in chunks of T tokens as
   (channels, T) register tiles: everything but the state recurrence vectorised over the chunk, the recurrence an
   in-register scan over the chunk's tokens per state.
-* Backward: the sweeps, by default as a two-level scan (`_scan_bwd_split_local_kernel`: every group of chunks from
-  a zero carry, in parallel; `_scan_bwd_split_combine_kernel`: the carries over the groups), or sequential
-  (`_scan_bwd_sweep_kernel`), giving the states entering every chunk of `T` tokens and the adjoint entering every
-  group of chunks from its right end; then `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk
+* Backward: the sweeps as a two-level scan (`_scan_bwd_split_local_kernel`: every group of chunks from a zero
+  carry, in parallel; `_scan_bwd_split_combine_kernel`: the carries over the groups), giving the states entering
+  every chunk of `T` tokens and the adjoint entering every group of chunks from its right end; then `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk
   recomputing its states with an in-register scan and running the adjoint scan; with `SCAN_BWD_CONFIG["GROUP"] = 6`,
   the default, its per-token channel sums of the B and C gradients are one reduce-scatter across the warp in inline
   PTX); `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv backward
@@ -161,6 +160,16 @@ def _prefetch_l2(ptrs):
     """`prefetch.global.L2` of each lane's address (a hint; no result)."""
     tl.inline_asm_elementwise(
         "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+    )
+
+
+@triton.jit
+def _prefetch_l1(ptrs):
+    """`prefetch.global.L1` of each lane's address: the line lands in L1 with no register held for it, so a later
+    load of it waits tens of cycles instead of an L2 round trip (the compiler cannot sink a prefetch towards its use
+    the way it sinks a load under a register cap)."""
+    tl.inline_asm_elementwise(
+        "prefetch.global.L1 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
     )
 
 
@@ -317,6 +326,20 @@ def _prefetch_ahead(x_base, xd_base, t, step, L, s_xz_l, s_xd_l4, D, PS: tl.cons
     prow = xd_base + tp * s_xd_l4 * 4
     _prefetch_l2(prow)
     _prefetch_l2(prow + (PS - 1))
+
+
+@triton.jit
+def _prefetch_pair_l1(t, step, L, xd_base, s_xd_l4, pa, s_a, pb, s_b, PS: tl.constexpr, BD: tl.constexpr,
+                      TWO: tl.constexpr):
+    """L1 prefetch of the inputs of tokens t and t + step (clamped to the sequence), no registers held: lane l takes
+    token l % 2, and its x_dbl row's first or last float ((l >> 1) % 2: the row's two cache lines) and its row of
+    `pa` (and with TWO of `pb`): per-lane channel pointers at token 0, token strides s_a, s_b (one line per warp)."""
+    lane = tl.arange(0, BD)
+    tp = tl.minimum(tl.maximum(t + step * (lane % 2), 0), L - 1)
+    _prefetch_l1(xd_base + tp * s_xd_l4 * 4 + ((lane >> 1) % 2) * (PS - 1))
+    _prefetch_l1(pa + tp * s_a)
+    if TWO:
+        _prefetch_l1(pb + tp * s_b)
 
 
 @triton.jit
@@ -740,183 +763,12 @@ def _sweep_state_delta(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, 
 
 
 @triton.jit
-def _sweep_state_token(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST: tl.constexpr):
-    """`_sweep_state_delta`'s new state only."""
-    h, _ = _sweep_state_delta(h, xt, xp1, xp2, xp3, dtl, bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST)
-    return h
-
-
-@triton.jit
 def _sweep_adjoint_token(g, z, dout, dtl, cv, wdtt, bdt, a2t, FAST: tl.constexpr):
     """One token of the adjoint sweep: exp(delta_i A) (C_i gy_i + G_{i+1}) with gy = dout silu(z)."""
     gy = dout * (z * _sigmoid_precise(z, FAST))
     dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=2), axis=1), bdt, FAST)
     delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
     return _exp2(a2t * delta[:, None, None], FAST) * (cv * gy[:, None, None] + g)
-
-
-@triton.jit(do_not_specialize=["s_c"])
-def _scan_bwd_sweep_kernel(
-    xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr,
-    ckpt_ptr, gcar_ptr,
-    L, D, NCH, NGRP,
-    s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_c,
-    K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
-    BD: tl.constexpr, T: tl.constexpr, GT: tl.constexpr, FAST: tl.constexpr, PIPE: tl.constexpr = False,
-    UNROLL: tl.constexpr = 1,
-):
-    """The two sequential sweeps of the v5 backward, for BD channels of one direction of one sample (grid: channel
-    block, 2 * mode + direction, sample); both modes in one launch so that they run side by side.
-
-    Mode 0 walks the sequence in the direction's order and stores the state h entering every chunk of T tokens in
-    `ckpt (B, 2, NCH, 4 NG, D)`. Mode 1 walks it backwards and runs the adjoint recurrence of the states,
-    G_i = C_i gy_i + exp(delta_{i+1} A) G_{i+1} (gy the gradient wrt this direction's ungated output), and stores
-    exp(delta_i A) G_i at the first position i of every group of GT tokens (a multiple of T) in `gcar (B, 2, NGRP,
-    4 NG, D)` at the previous group's slot: what enters that group from its right end (zero for the last group).
-    Tiles (BD, 4, NG), channels first: one channel per lane with all its states (no shuffles). PIPE: the next
-    token's loads are issued before the current token's arithmetic (software pipelining). UNROLL = 2 (with PIPE; T and
-    GT even): two tokens per loop iteration, their inputs alternating between two register sets (as in
-    `_scan_fwd_kernel`), so that the two tokens' independent arithmetic interleaves."""
-    pid_d = tl.program_id(0)
-    mode = tl.program_id(1) // 2
-    dr = tl.program_id(1) % 2
-    pid_b = tl.program_id(2)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    mask_d = offs_d < D
-    dc = offs_d * s_c
-    step = 1 - 2 * dr
-    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    d3 = offs_d[:, None, None]
-    m3 = mask_d[:, None, None]
-    v4 = tl.arange(0, 4)[None, :, None]
-    n3 = tl.arange(0, NG)[None, None, :] * 4 + v4
-    r3 = tl.arange(0, RG)[None, None, :] * 4 + v4
-    a2t = tl.load(a2_ptr + (dr * D + d3) * NP4 + n3, mask=m3, other=0.0)
-    wdtt = tl.load(dtw_ptr + (dr * D + d3) * RP4 + r3, mask=m3, other=0.0)
-    zero3 = d3 * 0
-    off_r3 = r3 + zero3
-    st_off3 = n3 * D + d3 * s_c
-    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
-    xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
-    if mode == 0:
-        cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K)
-        off_b3 = RP4 + n3 + zero3
-        ck_base = ckpt_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH) * (NP4 * D)
-        h = tl.zeros([BD, 4, NG], dtype=tl.float32)
-        xp1 = tl.zeros([BD], dtype=tl.float32)
-        xp2 = tl.zeros([BD], dtype=tl.float32)
-        xp3 = tl.zeros([BD], dtype=tl.float32)
-        t = dr * (L - 1)
-        nxt_x = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0)
-        nxt_dtl = tl.load(xd_base + (t * s_xd_l4) * 4 + off_r3)
-        nxt_bv = tl.load(xd_base + (t * s_xd_l4) * 4 + off_b3)
-        if UNROLL == 2:
-            for i2 in range(0, L // 2):
-                i = 2 * i2
-                if i % T == 0:  # T even: token i + 1 never starts a chunk
-                    tl.store(ck_base + (i // T) * (NP4 * D) + st_off3, h, mask=m3)
-                t1 = t + step  # token i + 1 (< L): the second register set
-                x2 = tl.load(x_base + t1 * s_xz_l + dc, mask=mask_d, other=0.0)
-                dtl2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_r3)
-                bv2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_b3)
-                xt = nxt_x.to(tl.float32)
-                h = _sweep_state_token(h, xt, xp1, xp2, xp3, nxt_dtl, nxt_bv, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST)
-                tn = t + step * (1 + (i + 2 < L).to(tl.int32))  # token i + 2 (past the end: reload i + 1)
-                nxt_x = tl.load(x_base + tn * s_xz_l + dc, mask=mask_d, other=0.0)
-                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
-                nxt_bv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_b3)
-                x2f = x2.to(tl.float32)
-                h = _sweep_state_token(h, x2f, xt, xp1, xp2, dtl2, bv2, cb, w0, w1, w2, w3, wdtt, bdt, a2t, FAST)
-                xp3 = xp1
-                xp2 = xt
-                xp1 = x2f
-                t += 2 * step
-            if L % 2 == 1:  # the last token, its inputs already loaded
-                if (L - 1) % T == 0:
-                    tl.store(ck_base + ((L - 1) // T) * (NP4 * D) + st_off3, h, mask=m3)
-        for i in range(0 if UNROLL == 1 else L, L):
-            if i % T == 0:
-                tl.store(ck_base + (i // T) * (NP4 * D) + st_off3, h, mask=m3)
-            if PIPE:
-                xt = nxt_x.to(tl.float32)
-                dtl = nxt_dtl
-                bv = nxt_bv
-                tn = t + step * (i + 1 < L).to(tl.int32)
-                nxt_x = tl.load(x_base + tn * s_xz_l + dc, mask=mask_d, other=0.0)
-                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
-                nxt_bv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_b3)
-            else:
-                xt = tl.load(x_base + t * s_xz_l + dc, mask=mask_d, other=0.0).to(tl.float32)
-                xrow = xd_base + (t * s_xd_l4) * 4
-                dtl = tl.load(xrow + off_r3)
-                bv = tl.load(xrow + off_b3)
-            pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
-            xc = pre * _sigmoid_precise(pre, FAST)
-            dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=2), axis=1), bdt, FAST)
-            delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
-            h = _exp2(a2t * delta[:, None, None], FAST) * h + bv * (delta * xc)[:, None, None]
-            xp3 = xp2
-            xp2 = xp1
-            xp1 = xt
-            t += step
-    else:
-        off_c3 = RP4 + NP4 + n3 + zero3
-        do_base = dout_ptr + pid_b.to(tl.int64) * s_do_b + dr * s_do_dir
-        gc_base = gcar_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NGRP) * (NP4 * D)
-        g = tl.zeros([BD, 4, NG], dtype=tl.float32)
-        tl.store(gc_base + (NGRP - 1) * (NP4 * D) + st_off3, g, mask=m3)
-        t = (L - 1) * (1 - dr)  # scan position L - 1
-        nxt_z = tl.load(x_base + t * s_xz_l + D + dc, mask=mask_d, other=0.0)
-        nxt_do = tl.load(do_base + t * s_do_l + dc, mask=mask_d, other=0.0)
-        nxt_dtl = tl.load(xd_base + (t * s_xd_l4) * 4 + off_r3)
-        nxt_cv = tl.load(xd_base + (t * s_xd_l4) * 4 + off_c3)
-        if UNROLL == 2:
-            for ii2 in range(0, L // 2):
-                i = L - 1 - 2 * ii2  # this iteration: scan positions i and i - 1 (>= 0)
-                t1 = t - step
-                z2 = tl.load(x_base + t1 * s_xz_l + D + dc, mask=mask_d, other=0.0)
-                do2 = tl.load(do_base + t1 * s_do_l + dc, mask=mask_d, other=0.0)
-                dtl2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_r3)
-                cv2 = tl.load(xd_base + (t1 * s_xd_l4) * 4 + off_c3)
-                g = _sweep_adjoint_token(g, nxt_z.to(tl.float32), nxt_do.to(tl.float32), nxt_dtl, nxt_cv, wdtt, bdt,
-                                         a2t, FAST)
-                if (i % GT == 0) & (i > 0):
-                    tl.store(gc_base + (i // GT - 1) * (NP4 * D) + st_off3, g, mask=m3)
-                tn = t - step * (1 + (i >= 2).to(tl.int32))  # position i - 2 (before the start: reload i - 1)
-                nxt_z = tl.load(x_base + tn * s_xz_l + D + dc, mask=mask_d, other=0.0)
-                nxt_do = tl.load(do_base + tn * s_do_l + dc, mask=mask_d, other=0.0)
-                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
-                nxt_cv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_c3)
-                g = _sweep_adjoint_token(g, z2.to(tl.float32), do2.to(tl.float32), dtl2, cv2, wdtt, bdt, a2t, FAST)
-                if ((i - 1) % GT == 0) & (i - 1 > 0):
-                    tl.store(gc_base + ((i - 1) // GT - 1) * (NP4 * D) + st_off3, g, mask=m3)
-                t -= 2 * step
-            # L odd: position 0 remains; its result is never stored (the carry of group 0 is not needed)
-        for ii in range(0 if UNROLL == 1 else L, L):
-            i = L - 1 - ii
-            if PIPE:
-                z = nxt_z.to(tl.float32)
-                dout = nxt_do.to(tl.float32)
-                dtl = nxt_dtl
-                cv = nxt_cv
-                tn = t - step * (ii + 1 < L).to(tl.int32)
-                nxt_z = tl.load(x_base + tn * s_xz_l + D + dc, mask=mask_d, other=0.0)
-                nxt_do = tl.load(do_base + tn * s_do_l + dc, mask=mask_d, other=0.0)
-                nxt_dtl = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_r3)
-                nxt_cv = tl.load(xd_base + (tn * s_xd_l4) * 4 + off_c3)
-            else:
-                z = tl.load(x_base + t * s_xz_l + D + dc, mask=mask_d, other=0.0).to(tl.float32)
-                dout = tl.load(do_base + t * s_do_l + dc, mask=mask_d, other=0.0).to(tl.float32)
-                xrow = xd_base + (t * s_xd_l4) * 4
-                dtl = tl.load(xrow + off_r3)
-                cv = tl.load(xrow + off_c3)
-            gy = dout * (z * _sigmoid_precise(z, FAST))
-            dt_hi, dt_lo = _dt_split(tl.sum(tl.sum(wdtt * dtl, axis=2), axis=1), bdt, FAST)
-            delta, _ = _softplus_sigmoid(dt_hi, dt_lo, FAST)
-            g = _exp2(a2t * delta[:, None, None], FAST) * (cv * gy[:, None, None] + g)
-            if (i % GT == 0) & (i > 0):
-                tl.store(gc_base + (i // GT - 1) * (NP4 * D) + st_off3, g, mask=m3)
-            t -= step
 
 
 @triton.jit(do_not_specialize=["s_c"])
@@ -927,12 +779,13 @@ def _scan_bwd_split_local_kernel(
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_do_b, s_do_l, s_do_dir, s_c,
     K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, GT: tl.constexpr, FAST: tl.constexpr, UNROLL: tl.constexpr = 1,
+    PF1: tl.constexpr = 0,
 ):
-    """Level 1 of the split sweeps (`SCAN_BWD_CONFIG["SWEEP"] = "split"`): `_scan_bwd_sweep_kernel`'s two
-    recurrences over one group of GT tokens (scan positions p0 = grp GT .. p0 + n - 1, the groups of
-    `_scan_bwd_group_kernel`) from a zero carry, all groups in parallel (grid: channel block, 2 * mode + direction,
-    sample * NGRP + group). Same per-token arithmetic (`_sweep_state_delta`, `_sweep_adjoint_token`), loads issued
-    one token ahead (PIPE), UNROLL 2 (T and GT even) two tokens per iteration as in the sequential sweeps.
+    """Level 1 of the backward's sweeps (a two-level scan): the two recurrences of the backward, the state forward and
+    the adjoint backward in scan order (`_sweep_state_delta`, `_sweep_adjoint_token`), over one group of GT tokens
+    (scan positions p0 = grp GT .. p0 + n - 1, the groups of `_scan_bwd_group_kernel`) from a zero carry, all groups in
+    parallel (grid: channel block, 2 * mode + direction, sample * NGRP + group); loads issued one token ahead, UNROLL
+    2 (T and GT even) two tokens per iteration.
 
     Mode 0: the local state entering every chunk of the group but its first (h = 0 at p0) into `ckpt (B, 2, NCH,
     4 NG, D)` (its slots), the sum of delta from p0 to each chunk's first token (exclusive) into `pdel (B, 2, NCH,
@@ -940,9 +793,11 @@ def _scan_bwd_split_local_kernel(
     the last group), and the group's sum of delta into `sdel (B, 2, NGRP, D)`. The true state entering chunk c of
     group k is then ckpt(c) + exp2(a2 pdel(c)) h_in(k) (the product of exp(delta_t A) over a span is exp(A sum
     delta)), h_in(k) from `_scan_bwd_split_combine_kernel` (which stores it in the slot of group k's first chunk),
-    the sum formed by the group kernel (`SPLIT`). Mode 1 (groups after the first): the adjoint from the group's right
+    the sum formed by the group kernel. Mode 1 (groups after the first): the adjoint from the group's right
     end with zero carry, its local exp(delta_p0 A) G_p0 into `gcar` at slot grp - 1 (the slot of the group it
-    enters; the combine kernel turns the slots into the true carries in place)."""
+    enters; the combine kernel turns the slots into the true carries in place).
+    PF1 > 0 (UNROLL 2; not under the interpreter): each iteration prefetches into L1 the inputs of the two tokens
+    PF1 positions ahead (`_prefetch_pair_l1`)."""
     pid_d = tl.program_id(0)
     mode = tl.program_id(1) // 2
     dr = tl.program_id(1) % 2
@@ -988,6 +843,9 @@ def _scan_bwd_split_local_kernel(
         if UNROLL == 2:
             for i2 in range(0, n // 2):
                 i = 2 * i2
+                if PF1 > 0:
+                    _prefetch_pair_l1(t + PF1 * step, step, L, xd_base, s_xd_l4, x_base + dc, s_xz_l, x_base,
+                                      s_xz_l, PS, BD, False)
                 if i % T == 0:  # T even: token i + 1 never starts a chunk
                     tl.store(ck_base + (c0 + i // T) * (NP4 * D) + st_off3, h, mask=m3 & (zero3 + i > 0))
                     tl.store(pd_base + (c0 + i // T) * D, sd, mask=mask_d)
@@ -1049,6 +907,9 @@ def _scan_bwd_split_local_kernel(
         nxt_cv = tl.load(xd_base + (t * s_xd_l4) * 4 + off_c3)
         if UNROLL == 2:
             for ii2 in range(0, n // 2):
+                if PF1 > 0:
+                    _prefetch_pair_l1(t - PF1 * step, -step, L, xd_base, s_xd_l4, x_base + D + dc, s_xz_l,
+                                      do_base + dc, s_do_l, PS, BD, True)
                 t1 = t - step  # position p0 + n - 2 - 2 ii2 (>= p0)
                 z2 = tl.load(x_base + t1 * s_xz_l + D + dc, mask=mask_d, other=0.0)
                 do2 = tl.load(do_base + t1 * s_do_l + dc, mask=mask_d, other=0.0)
@@ -1093,7 +954,8 @@ def _scan_bwd_split_combine_kernel(
     mode 0: h_in(0) = 0, h_in(k + 1) = E_k h_in(k) + (local state at the end of group k), in the ckpt slot of
     group k + 1's first chunk (chunk (k + 1) GCH), where the local pass left the local state;
     mode 1, gcar: gcar(NGRP - 1) = 0, gcar(k - 1) = (local exp(delta A) G at group k's first position, in slot
-    k - 1) + E_k gcar(k): gcar(k) what enters group k from its right end, as `_scan_bwd_sweep_kernel` stores it."""
+    k - 1) + E_k gcar(k): gcar(k) what enters group k from its right end (exp(delta_p A) G_p at its first position p
+    after it)."""
     pid_d = tl.program_id(0)
     mode = tl.program_id(1) // 2
     dr = tl.program_id(1) % 2
@@ -1217,7 +1079,7 @@ def _scan_bwd_group_kernel(
     R: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
     RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, GCH: tl.constexpr, FAST: tl.constexpr,
-    RS: tl.constexpr = False, RS_ASM: tl.constexpr = False, NV: tl.constexpr = 1, SPLIT: tl.constexpr = False,
+    RS: tl.constexpr = False, RS_ASM: tl.constexpr = False, NV: tl.constexpr = 1, PF: tl.constexpr = False,
 ):
     """Phase 2 of the v5 backward: one group of GCH chunks of T tokens, BD channels, one direction of one sample
     (grid: channel block, direction, sample * NGRP + group). The chunks of the group from its last, starting from the
@@ -1234,11 +1096,15 @@ def _scan_bwd_group_kernel(
     every 2^SH), through one pointer per lane instead of T row pointers. NV (a divisor of N; 1 by default): the state
     loop NV states per iteration (unrolled), B and C of the NV states loaded as one vector per token.
 
-    SPLIT (`SCAN_BWD_CONFIG["SWEEP"] = "split"`): `ckpt` holds the states local to the group
-    (`_scan_bwd_split_local_kernel`) but for the group's first chunk c0, which holds the true state entering the
-    group (`_scan_bwd_split_combine_kernel`); the state entering chunk c > c0 is ckpt(c) + exp2(a2 pdel(c)) ckpt(c0),
-    `pdel (B, 2, NCH, D)` the sum of delta from the group's start to the chunk's: one load, one exp2 and an FMA per
-    state and chunk. Else pdel_ptr is unused."""
+    `ckpt` holds the states local to the group (`_scan_bwd_split_local_kernel`) but for the group's first chunk c0,
+    which holds the true state entering the group (`_scan_bwd_split_combine_kernel`); the state entering chunk c > c0
+    is ckpt(c) + exp2(a2 pdel(c)) ckpt(c0), `pdel (B, 2, NCH, D)` the sum of delta from the group's start to the
+    chunk's: one load, one exp2 and an FMA per state and chunk.
+
+    PF (`SCAN_BWD_CONFIG["PF"]`; needs D % BD = 0, no masked-off channel; not under the interpreter): at the top of
+    state n's iteration, the rows of state n + 1 that come from L2 (checkpoints, adjoint carry, dA) are prefetched
+    into L1 (`_prefetch_l1`), so that their loads one iteration later do not stall the state's first FMAs for an L2
+    round trip."""
     pid_d = tl.program_id(0)
     dr = tl.program_id(1)
     pid_g = tl.program_id(2)
@@ -1320,10 +1186,9 @@ def _scan_bwd_group_kernel(
         dxc_acc = tl.zeros([BD, T], dtype=tl.float32)
         ddl_acc = tl.zeros([BD, T], dtype=tl.float32)
         ck_c = ck_base + c * (NP4 * D) + dc
-        if SPLIT:
-            pdel = tl.load(pdel_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH + c) * D + dc, mask=mask_d, other=0.0)
-            lo_off = (c - c_lo) * (NP4 * D)  # back to the group's first chunk
-            lo_mask = mask_d & (offs_d * 0 + c > c_lo)
+        pdel = tl.load(pdel_ptr + ((pid_b.to(tl.int64) * 2 + dr) * NCH + c) * D + dc, mask=mask_d, other=0.0)
+        lo_off = (c - c_lo) * (NP4 * D)  # back to the group's first chunk
+        lo_mask = mask_d & (offs_d * 0 + c > c_lo)
         if not RS:
             rowp = dxd_base + tok * (2 * NDB * PS)
         # a run-time loop over the states (NV at a time, the NV unrolled): a fully unrolled one lets the compiler hoist
@@ -1335,6 +1200,12 @@ def _scan_bwd_group_kernel(
                 c4 = tl.load(vo + RP4 + NP4, mask=valid[None, :, None], other=0.0)
             for k in tl.static_range(NV):
                 n = n0 + k
+                if PF:  # the next state's checkpoint, carry and dA rows into L1 (the last state: its own again)
+                    n1 = tl.minimum(n + 1, N - 1) * D
+                    _prefetch_l1(ck_c + n1)
+                    _prefetch_l1(gc_c + n1)
+                    _prefetch_l1(dA_c + n1)
+                    _prefetch_l1(ck_c + (n1 - lo_off))
                 a2n = tl.load(a2_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
                 An = tl.load(aneg_ptr + (dr * D + offs_d) * NP4 + n, mask=mask_d, other=0.0)
                 if NV == 1:
@@ -1344,8 +1215,8 @@ def _scan_bwd_group_kernel(
                     Bn = _pick_last(b4, k)
                     Cn = _pick_last(c4, k)
                 hin = tl.load(ck_c + n * D, mask=mask_d, other=0.0)
-                if SPLIT:  # the group's entering state, decayed to the chunk's start
-                    hin += _exp2(a2n * pdel, FAST) * tl.load(ck_c + (n * D - lo_off), mask=lo_mask, other=0.0)
+                # plus the group's entering state, decayed to the chunk's start
+                hin += _exp2(a2n * pdel, FAST) * tl.load(ck_c + (n * D - lo_off), mask=lo_mask, other=0.0)
                 gcn = tl.load(gc_c + n * D, mask=mask_d, other=0.0)
                 dAn = tl.load(dA_c + n * D, mask=mask_d & (cc > 0), other=0.0)
                 a = _exp2(delta * a2n[:, None], FAST)
@@ -1594,32 +1465,21 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
     warps = 2 * _cdiv(d_inner, cfg["BD"]) * cfg["num_warps"] * batch
     return warps > torch.cuda.get_device_properties(device).multi_processor_count * SCAN_FWD_WARPS_PER_SM
 # Backward: VERSION 5, the sweeps + chunk groups in parallel (the single-kernel VERSION 4, 29.8 ms per layer at batch
-# 32 x 16 frames on the H100 with its T rows across lanes, was removed in session 4; NOTES_triton.md) (offline
-# SASS, Triton 3.6, sm_90: group kernel T 8 254 registers / 168 with the cap, 396-427 instructions per state and
-# chunk; T 4 131-150 registers, 218-234; sweep kernel 128 registers, 162 with SWEEP_PIPE). GPU timings:
-# benchmarks/bench_scan_bwd.py (H100, Ti mixer, bf16, batch 32 x 16 frames: scan kernels v4 26.3 ms, v5 T 8 7.45,
-# with the cap 7.78, T 4 8.12; batch 8 x 64 frames: 89.8 -> 11.9 ms). Optional keys for the group kernel: "GROUP": 6
-# (its dB / dC channel sums as one inline-PTX reduce-scatter: 16 shuffles per state and 8-token chunk instead of 80,
-# bitwise the same results; needs BD 32, one warp, T 4 or 8; offline 281 instructions per state and chunk against 396,
-# 235 registers), "NV": 2 or 4 (B and C of that many states per vector load), "maxnreg"; see NOTES_triton.md (v6).
-# Measured (session 4, same shapes): scan kernels v5 T 8 7.58 ms, GROUP 6 T 8 6.81, with the 168-register cap (3 warps
-# per scheduler instead of 2) 5.98-6.10, with a 128-register cap (4 warps per scheduler; spills only outside the state
-# loop) 5.60 (the default; batch 8 x 64 frames 11.99 -> 10.18); training step 301.9 -> 265.7 ms (cap 168).
-# "SWEEP_UNROLL": 2 (two tokens per sweep iteration) alone is slower at batch 32 (210 registers: two waves; sweeps
-# 3.19 against 2.01 ms) though faster at batch 8 x 64 frames (6.00 against 6.57); with "SWEEP_MAXNREG": 168 (one
-# wave, no spills) 1.76 against 1.91 ms at batch 32 (scan kernels 5.69 -> 5.44): the default.
-# "SWEEP": "split" (default "sequential"): the sweeps as a two-level scan, every group of T * DA_BLOCK tokens in
-# parallel from a zero carry (`_scan_bwd_split_local_kernel`: local chunk states, sums of delta, local end state and
-# adjoint), the group carries sequentially over the groups (`_scan_bwd_split_combine_kernel`), the entering state
-# added to each chunk's local one in the group kernel (SPLIT: one load, exp2 and FMA per state and chunk). Same
-# results to float32 rounding (exp2(a2 * sum of delta) for the product of the decays over a span). SWEEP_UNROLL and
-# SWEEP_MAXNREG apply to the local kernel (offline SASS, Ti bf16: 162 registers under the 168 cap, 128 under a 128
-# cap with no spills in its loops; one token per iteration 128 uncapped; group kernel with SPLIT 128 registers, 314
-# instructions per state and chunk against 304, no spills in the state loop). Measured (H100, Ti, bf16): sweeps
-# 1.79 -> 1.50 ms at batch 32 x 16 frames (scan kernels 5.73 -> 5.69: the fix-up costs the group kernel ~0.25 ms), and
-# 6.25 -> 1.79 ms at batch 8 x 64 frames (scan kernels 9.94 -> 5.82; whole layer backward 12.64 -> 8.44): the default.
-SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_PIPE": True,
-                   "SWEEP_UNROLL": 2, "SWEEP_MAXNREG": 168, "SWEEP": "split"}
+# 32 x 16 frames on the H100, was removed in session 4, the sequential sweeps in session 5; NOTES_triton.md).
+# Group kernel: "GROUP": 6 (the dB / dC channel sums as one inline-PTX reduce-scatter: 16 shuffles per state and
+# 8-token chunk instead of 80, bitwise the same results as GROUP 5's butterflies; needs BD 32, one warp, T 4 or 8),
+# "NV": 2 or 4 (B and C of that many states per vector load), "maxnreg" 128 (4 warps per scheduler; spills only
+# outside the state loop), "PF" (L1 prefetch of the next state's checkpoint, carry and dA rows: Nsight Compute put 35%
+# of its stall samples on two FMAs waiting for them from L2). Sweeps (`_scan_bwd_split_local_kernel`, every group of
+# T * DA_BLOCK tokens from a zero carry, in parallel; `_scan_bwd_split_combine_kernel`, the carries over the groups):
+# "SWEEP_UNROLL": 2 tokens per iteration, "SWEEP_MAXNREG": 168, "SWEEP_PF1": 4 (L1 prefetch of the token pair 4
+# positions ahead), "SWEEP_BD", "SWEEP_COMBINE_BD" (channels per program).
+# Measured (H100, Ti mixer, bf16, batch 32 x 16 frames; benchmarks/bench_scan_bwd.py), scan kernels per layer: session
+# 3 (GROUP 5, sequential sweeps) 7.58 ms; GROUP 6 6.81; its 128-register cap 5.60; split sweeps 5.69 (sweeps 1.79 ->
+# 1.50; at batch 8 x 64 frames 6.25 -> 1.79); PF and SWEEP_PF1 4.92-4.99 (group prefetch alone 5.10, local prefetch
+# alone 5.42; bitwise the same results), whole layer backward 8.08 -> 7.52-7.59.
+SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_UNROLL": 2,
+                   "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
 XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True}
@@ -1798,10 +1658,10 @@ def _token_sum_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sweep_only=False):
-    """The scan kernels of the backward: the sweeps (`_scan_bwd_split_local_kernel` + `_scan_bwd_split_combine_kernel`,
-    or the sequential `_scan_bwd_sweep_kernel`), then `_scan_bwd_group_kernel`. a2 = A log2(e) and aneg = A (2, D, 4 NG) float32. Returns y, dxc, ddp
+    """The scan kernels of the backward: the sweeps (`_scan_bwd_split_local_kernel` + `_scan_bwd_split_combine_kernel`),
+    then `_scan_bwd_group_kernel`. a2 = A log2(e) and aneg = A (2, D, 4 NG) float32. Returns y, dxc, ddp
     (B, L, 2, D), dxd_part (B, L, 2, channel blocks, PS) and the dA (B, 2, NBLK, 4 NG, D) / dD (B, 2, NBLK, D)
-    partial sums, all float32 (see the kernels' docstrings). `_sweep_only` (benchmarks): v5's sweeps only."""
+    partial sums, all float32 (see the kernels' docstrings). `_sweep_only` (benchmarks): the sweeps only."""
     batch, length, _ = xz.shape
     d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
     cfg = SCAN_BWD_CONFIG
@@ -1819,52 +1679,36 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     nblk = _cdiv(nch, DA_BLOCK)
     dA = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
     dD = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
-    # v5: the two sequential sweeps side by side (states entering every chunk; adjoint carries entering every
-    # group of DA_BLOCK chunks from the right), then every group of chunks in parallel
+    # the sweeps as a two-level scan: every group of DA_BLOCK chunks from a zero carry (local states entering each
+    # chunk, sums of delta, the local end state / adjoint), then the group carries sequentially over the groups; the
+    # group kernel adds the entering state to each chunk's local one
     gcar = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
+    pdel = torch.empty(batch, 2, nch, d_inner, device=dev, dtype=f32)
+    sdel = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
     sbd = cfg.get("SWEEP_BD", 32)
-    sweep = cfg.get("SWEEP", "sequential")
-    if sweep not in ("sequential", "split"):
-        raise ValueError(f"SCAN_BWD_CONFIG['SWEEP'] must be 'sequential' or 'split', got {sweep!r}.")
-    split = sweep == "split"
-    sweep_args = (
+    _scan_bwd_split_local_kernel[(_cdiv(d_inner, sbd), 4, batch * nblk)](
+        xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, sdel, gcar,
         length, d_inner, nch, nblk,
         xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
         dout.stride(0), dout.stride(1), dout_dir_stride, 1,
-    )
-    sweep_kw = dict(
         K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
         BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast,
-        UNROLL=cfg.get("SWEEP_UNROLL", 1) if t_chunk % 2 == 0 else 1, num_warps=max(1, sbd // 32),
+        UNROLL=cfg.get("SWEEP_UNROLL", 1) if t_chunk % 2 == 0 else 1,
+        PF1=0 if _interpreting() else cfg.get("SWEEP_PF1", 0), num_warps=max(1, sbd // 32),
         **({"maxnreg": cfg["SWEEP_MAXNREG"]} if cfg.get("SWEEP_MAXNREG") else {}),
     )
-    if split:
-        # two-level scan: every group of DA_BLOCK chunks from a zero carry (local states entering each chunk,
-        # sums of delta, the local end state / adjoint), then the group carries sequentially over the groups;
-        # the group kernel adds the entering state to each chunk's local one
-        pdel = torch.empty(batch, 2, nch, d_inner, device=dev, dtype=f32)
-        sdel = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
-        _scan_bwd_split_local_kernel[(_cdiv(d_inner, sbd), 4, batch * nblk)](
-            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, sdel, gcar,
-            *sweep_args, **sweep_kw,
-        )
-        cbd = cfg.get("SWEEP_COMBINE_BD", 32)
-        _scan_bwd_split_combine_kernel[(_cdiv(d_inner, cbd), 4, batch)](
-            a2, ckpt, sdel, gcar, d_inner, nch, nblk, 1,
-            NG=tabs.ng, NP4=tabs.np4, BD=cbd, GCH=DA_BLOCK, FAST=fast, num_warps=max(1, cbd // 32),
-        )
-        del sdel
-    else:
-        pdel = ckpt  # unused by the group kernel
-        _scan_bwd_sweep_kernel[(_cdiv(d_inner, sbd), 4, batch)](
-            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, gcar,
-            *sweep_args, PIPE=cfg.get("SWEEP_PIPE", False), **sweep_kw,
-        )
+    cbd = cfg.get("SWEEP_COMBINE_BD", 32)
+    _scan_bwd_split_combine_kernel[(_cdiv(d_inner, cbd), 4, batch)](
+        a2, ckpt, sdel, gcar, d_inner, nch, nblk, 1,
+        NG=tabs.ng, NP4=tabs.np4, BD=cbd, GCH=DA_BLOCK, FAST=fast, num_warps=max(1, cbd // 32),
+    )
+    del sdel
     if _sweep_only:
         return None
     maxnreg = cfg.get("maxnreg")
     rs = cfg.get("GROUP", 5) == 6
     nv = cfg.get("NV", 1) if tabs.n % cfg.get("NV", 1) == 0 else 1  # states per vector load of B and C
+    pf = bool(cfg.get("PF", False)) and d_inner % bd == 0 and not _interpreting()  # L1 prefetch, next state's rows
     if rs and (bd != 32 or cfg["num_warps"] != 1 or t_chunk not in (4, 8)):
         raise ValueError(f"SCAN_BWD_CONFIG GROUP 6 needs BD 32, num_warps 1 and T 4 or 8, got {cfg}")
     _scan_bwd_group_kernel[(ndb, 2, batch * nblk)](
@@ -1874,7 +1718,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
         xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
         dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
         R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-        BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv, SPLIT=split,
+        BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv, PF=pf,
         num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
     )
     del gcar, pdel
