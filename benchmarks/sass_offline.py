@@ -11,6 +11,8 @@ XREG=true maxnreg=null`), XPROJ_CONFIG with an `X_` prefix (`X_SPLIT=true`), SCA
 (`B_GROUP=5 B_T=4`), XPROJ_BWD_CONFIG with `XB_`, CONV_BWD_CONFIG with `CB_`. The SASS goes to
 $SASS_OUT/<kernel>.sass (default /tmp), the PTX and TTGIR of the forward scan beside it. Use the
 Triton version of the GPU machine: the layouts, and so the instruction counts, differ between versions.
+$SASS_OUT/<kernel>.ctrl has each instruction's scheduling controls (`control_bits`): which scoreboards a stalled
+instruction waits on, and so which loads (Nsight Compute's per-instruction stall samples name the instruction).
 """
 import collections, os, re, subprocess, sys, tempfile
 import torch
@@ -52,6 +54,26 @@ def run(self, *args, grid, warmup, **kwargs):
 triton.runtime.jit.JITFunction.run = run
 
 
+def control_bits(sass):
+    """One line per instruction with its scheduling controls, decoded from bits 41-61 of the high 64-bit word of
+    each sm_90 instruction: stall cycles, yield, the scoreboard a variable-latency instruction sets on write (wr)
+    and on reading its operands (rd), and the scoreboards it waits on (wait). An instruction that stalls on a long
+    scoreboard waits for every load issued before it on the scoreboards in its mask."""
+    lines = sass.splitlines()
+    out = []
+    for i, line in enumerate(lines[:-1]):
+        m = re.search(r"/\*([0-9a-f]{4,})\*/\s+(.*?);\s*/\* 0x([0-9a-f]{16}) \*/", line)
+        hi = re.match(r"\s*/\* 0x([0-9a-f]{16}) \*/", lines[i + 1])
+        if not (m and hi):
+            continue
+        ctrl = (int(hi.group(1), 16) >> 41) & 0x1FFFFF
+        wr, rd, wait = (ctrl >> 5) & 7, (ctrl >> 8) & 7, (ctrl >> 11) & 0x3F
+        out.append(f"{m.group(1)} {m.group(2)[:60]:60s} stall={ctrl & 15:2d}{' yield' if ctrl >> 4 & 1 else '      '} "
+                   f"wr={'-' if wr == 7 else wr} rd={'-' if rd == 7 else rd} "
+                   f"wait=[{','.join(str(b) for b in range(6) if wait >> b & 1)}]")
+    return "\n".join(out) + "\n"
+
+
 def report(name, kernel):
     cubin = kernel.asm["cubin"]
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
@@ -75,6 +97,7 @@ def report(name, kernel):
         if tgt and int(tgt.group(1), 16) < addr:
             loops.append((int(tgt.group(1), 16), addr))
     open(f"{OUTDIR}/{name}.sass", "w").write(sass)
+    open(f"{OUTDIR}/{name}.ctrl", "w").write(control_bits(sass))
     open(f"{OUTDIR}/{name}.ttgir", "w").write(kernel.asm["ttgir"])
     print(f"{name}: regs {regs and regs.group(1)} stack {stack and stack.group(1)} total instrs {len(instrs)}")
     inner = None
