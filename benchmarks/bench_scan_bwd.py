@@ -148,10 +148,7 @@ def layer_backward(results, batch, frames, names):
         tabs = bt._Tables(*params)
         xdbl = bt._xproj_recompute(xz, tabs)
         a_log = params[5]
-        a_exact = -torch.exp(a_log.detach().double())
-        aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
-        aneg[..., : tabs.n] = a_exact
-        a2[..., : tabs.n] = a_exact * bt.LOG2E
+        _, aneg, a2 = bt._backward_a_tables(tabs, a_log)
     key = f"b{batch}_{frames}f_L{length}"
     out, ref = {}, None
     for name in names:

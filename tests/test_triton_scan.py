@@ -559,10 +559,7 @@ _GROUP6_SCRIPT = textwrap.dedent(
     mixer = _randomize(VideoMambaMixer(tiny_config(hidden_size=24, state_size=4), layer_idx=0))
     params = bt.stacked_mixer_parameters(mixer)
     tabs = bt._Tables(*params)
-    a_exact = -torch.exp(params[5].detach().double())
-    aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
-    aneg[..., : tabs.n] = a_exact
-    a2[..., : tabs.n] = a_exact * bt.LOG2E
+    _, aneg, a2 = bt._backward_a_tables(tabs, params[5])
     cfg0, da0 = dict(bt.SCAN_BWD_CONFIG), bt.DA_BLOCK
     cases = {  # name: (dtype, length, T, DA_BLOCK, the GROUP 6 runs' extra settings)
         # 3 chunks: a group of 2, then a partial group; a partial chunk
@@ -849,10 +846,7 @@ def test_gpu_split_sweeps_match(dtype, length):
     config, mixer, _ = _ti_mixer(dtype)
     params = bt.stacked_mixer_parameters(mixer)
     tabs = bt._Tables(*params)
-    a_exact = -torch.exp(params[5].detach().double())
-    aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
-    aneg[..., : tabs.n] = a_exact
-    a2[..., : tabs.n] = a_exact * bt.LOG2E
+    _, aneg, a2 = bt._backward_a_tables(tabs, params[5])
     gen = torch.Generator(device="cuda").manual_seed(length)
     xz = torch.randn(2, length, 2 * tabs.d_inner, device="cuda", generator=gen).to(dtype)
     dout = torch.randn(2, length, tabs.d_inner, device="cuda", generator=gen).to(dtype)

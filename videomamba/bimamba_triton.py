@@ -156,6 +156,19 @@ def _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K: tl.constexpr):
 
 
 @triton.jit
+def _channel_block(dtb_ptr, dsk_ptr, convw_ptr, convb_ptr, pid_d, dr, D, s_c, BD: tl.constexpr, K: tl.constexpr):
+    """Program pid_d's BD channels of direction dr: their indices, mask and element offsets (s_c apart), and their
+    dt_proj bias, D skip and conv taps (`_conv_taps`), (BD,) each."""
+    offs_d = pid_d * BD + tl.arange(0, BD)
+    mask_d = offs_d < D
+    dc = offs_d * s_c
+    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
+    cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K)
+    return offs_d, mask_d, dc, bdt, dsk, cb, w0, w1, w2, w3
+
+
+@triton.jit
 def _prefetch_l2(ptrs):
     """`prefetch.global.L2` of each lane's address (a hint; no result)."""
     tl.inline_asm_elementwise(
@@ -551,14 +564,9 @@ def _scan_fwd_chunk_kernel(
     pid_d = tl.program_id(0)
     dr = tl.program_id(1) + dir0
     pid_b = tl.program_id(2)
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    mask_d = offs_d < D
-    dc = offs_d * s_c
     step = 1 - 2 * dr
-
-    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K)
+    offs_d, mask_d, dc, bdt, dsk, cb, w0, w1, w2, w3 = _channel_block(dtb_ptr, dsk_ptr, convw_ptr, convb_ptr, pid_d, dr,
+                                                                     D, s_c, BD, K)
     wdt = ()
     for r in tl.static_range(R):
         wdt = wdt + (tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0),)
@@ -1110,14 +1118,9 @@ def _scan_bwd_group_kernel(
     pid_g = tl.program_id(2)
     pid_b = pid_g // NGRP
     grp = pid_g % NGRP
-    offs_d = pid_d * BD + tl.arange(0, BD)
-    mask_d = offs_d < D
-    dc = offs_d * s_c
     step = 1 - 2 * dr
-
-    bdt = tl.load(dtb_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    dsk = tl.load(dsk_ptr + dr * D + dc, mask=mask_d, other=0.0)
-    cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, dc, mask_d, K)
+    offs_d, mask_d, dc, bdt, dsk, cb, w0, w1, w2, w3 = _channel_block(dtb_ptr, dsk_ptr, convw_ptr, convb_ptr, pid_d, dr,
+                                                                     D, s_c, BD, K)
 
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b
     xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
@@ -1726,6 +1729,17 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     return y, dxc, ddp, dxd_part, dA, dD
 
 
+def _backward_a_tables(tabs: _Tables, A_log=None):
+    """-> (A in float64 (2, D, N), A and A log2(e) as the backward kernels' float32 tables (2, D, 4 NG)), each table
+    rounded once from float64 (the forward's a2 is float32 A times log2(e): two roundings). A_log (2, D, N) gives A
+    exactly; else the float32 A of the tables."""
+    a_exact = -torch.exp(A_log.detach().double()) if A_log is not None else tabs.A.double()
+    aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
+    aneg[..., : tabs.n] = a_exact
+    a2[..., : tabs.n] = a_exact * LOG2E
+    return a_exact, aneg, a2
+
+
 def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum: bool, A_log=None):
     """Gradients of the two gated directions wrt xz and all scan parameters.
 
@@ -1736,11 +1750,7 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
     """
     batch, length, _ = xz.shape
     d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
-    # A and A log2(e), each rounded once from float64 (the tables' a2 is float32 A times log2(e): two roundings)
-    a_exact = -torch.exp(A_log.detach().double()) if A_log is not None else tabs.A.double()
-    aneg, a2 = torch.zeros_like(tabs.a2), torch.zeros_like(tabs.a2)
-    aneg[..., : tabs.n] = a_exact
-    a2[..., : tabs.n] = a_exact * LOG2E
+    a_exact, aneg, a2 = _backward_a_tables(tabs, A_log)
     y, dxc, ddp, dxd_part, dA, dD = _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs, a2, aneg)
     dxd = dxd_part.sum(3)
     del dxd_part
