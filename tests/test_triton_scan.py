@@ -833,6 +833,44 @@ def test_interpreter_split_sweeps_match():
         assert all(diff == 0.0 for diff in found["exact"]), (case, found["exact"])
 
 
+_SUM_F64_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path[:0] = [ROOT]
+    import torch
+    from videomamba import bimamba_triton as bt
+
+    torch.manual_seed(0)
+    results = {}
+    # the backward's partial sums (token splits, chunk groups), with partial column blocks and row steps
+    for shape, dims in [((37, 1000), (0,)), ((1, 5), (0,)), ((9, 2, 1, 7), (0, 2)), ((50, 2, 25, 16, 12), (0, 2))]:
+        part = torch.randn(shape) * torch.rand(shape) * 1e3
+        got, want = bt._sum_f64(part, dims), part.sum(dims, dtype=torch.float64)
+        results[str(shape)] = [got.dtype == torch.float64, list(got.shape) == list(want.shape),
+                               ((got - want).abs().max() / want.abs().max()).item()]
+    try:
+        bt._sum_f64(torch.zeros(2, 3, 4), (1,))
+        results["bad_dims"] = "no error"
+    except ValueError as e:
+        results["bad_dims"] = str(e)
+    print(json.dumps(results))
+    """
+)
+
+
+def test_interpreter_sum_f64_matches_torch():
+    """The backward's float64 sums of float32 partials (`_sum_f64`, one read of the partials) equal torch's float64
+    sums to float64 rounding, over dims (0,) and (0, 2), and other dims are refused with a clear error."""
+    results = _run_interpreted(_SUM_F64_SCRIPT, timeout=300)
+    bad = results.pop("bad_dims")
+    assert "dims (0,) or (0, 2)" in bad, bad
+    assert len(results) == 4
+    for shape, (is_f64, same_shape, rel) in results.items():
+        assert is_f64 and same_shape, shape
+        assert rel < 1e-13, (shape, rel)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("length", [1000, 3137])
