@@ -54,6 +54,9 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant (the session-3/4 variants with 
     "pf spf4 r168": {**_S4, "PF": True, "SWEEP_PF1": 4, "maxnreg": 168},
     "pf spf4 nv2": {**_S4, "PF": True, "SWEEP_PF1": 4, "NV": 2},
     "pf spf8": {**_S4, "PF": True, "SWEEP_PF1": 8},
+    "pf spf4 T4": {**_S4, "PF": True, "SWEEP_PF1": 4, "T": 4},
+    "pf spf4 g8": {**_S4, "PF": True, "SWEEP_PF1": 4, "DA_BLOCK": 8},
+    "pf spf4 g32": {**_S4, "PF": True, "SWEEP_PF1": 4, "DA_BLOCK": 32},
 }
 
 
@@ -124,9 +127,15 @@ def aux_kernels(results, batch=32, frames=16):
 REFERENCE = "s4 split sweeps"  # the session-4 default; always timed first
 
 
+_DA_BLOCK = bt.DA_BLOCK
+
+
 def set_variant(name):
+    """SCAN_BWD_CONFIG of the variant; its "DA_BLOCK" (chunks per group) sets the module's DA_BLOCK."""
+    change = dict(VARIANTS[name])
+    bt.DA_BLOCK = change.pop("DA_BLOCK", _DA_BLOCK)
     bt.SCAN_BWD_CONFIG.clear()
-    bt.SCAN_BWD_CONFIG.update(VARIANTS[name])
+    bt.SCAN_BWD_CONFIG.update(change)
 
 
 def layer_backward(results, batch, frames, names):
@@ -240,6 +249,7 @@ def main():
         model_training(results, [REFERENCE] + ([best] if best else []))
     bt.SCAN_BWD_CONFIG.clear()
     bt.SCAN_BWD_CONFIG.update(default)
+    bt.DA_BLOCK = _DA_BLOCK
     results["wall_s"] = time.time() - t0
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "bench_scan_bwd.json"), "w") as f:

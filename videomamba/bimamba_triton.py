@@ -1327,6 +1327,40 @@ def _xproj_bwd_kernel(
 
 
 @triton.jit
+def _dt_proj_bwd_kernel(ddp_ptr, xdbl_ptr, dtw_ptr, dxd_ptr, dwp_ptr, dbp_ptr, M, D,
+                        R: tl.constexpr, RP: tl.constexpr, RP4: tl.constexpr, PS: tl.constexpr,
+                        BT: tl.constexpr, BC: tl.constexpr):
+    """dt_proj backward, one pass over its float32 output gradient: program (token block, direction) reads ddp
+    (M = B L tokens, 2, D) for BT tokens and writes dxd[..., :R] = ddp @ W (the gradient wrt the low-rank dt rows of
+    x_dbl; dxd (M, 2, PS)) and the block's partial sums of the weight and bias gradients, dwp (blocks, 2, D, RP) =
+    ddp^T dt_low and dbp (blocks, 2, D) (float32 over BT tokens; the blocks are added in float64 on the host). W from
+    the padded table dtw (2, D, RP4); all products IEEE float32."""
+    blk = tl.program_id(0)
+    dr = tl.program_id(1)
+    offs_m = blk * BT + tl.arange(0, BT)
+    mask_m = offs_m < M
+    offs_r = tl.arange(0, RP)
+    mask_r = offs_r < R
+    rows = offs_m.to(tl.int64)[:, None] * (2 * PS) + dr * PS + offs_r[None, :]
+    m_mr = mask_m[:, None] & mask_r[None, :]
+    dtl = tl.load(xdbl_ptr + rows, mask=m_mr, other=0.0)  # (BT, RP)
+    acc = tl.zeros([BT, RP], dtype=tl.float32)
+    part = (blk * 2 + dr).to(tl.int64) * D
+    for c0 in range(0, D, BC):
+        offs_c = c0 + tl.arange(0, BC)
+        mask_c = offs_c < D
+        g = tl.load(ddp_ptr + offs_m.to(tl.int64)[:, None] * (2 * D) + dr * D + offs_c[None, :],
+                    mask=mask_m[:, None] & mask_c[None, :], other=0.0)  # (BT, BC)
+        w = tl.load(dtw_ptr + (dr * D + offs_c)[:, None] * RP4 + offs_r[None, :],
+                    mask=mask_c[:, None] & mask_r[None, :], other=0.0)  # (BC, RP)
+        acc = tl.dot(g, w, acc, input_precision="ieee")
+        pw = tl.dot(tl.trans(g), dtl, input_precision="ieee")  # (BC, RP)
+        tl.store(dwp_ptr + (part + offs_c)[:, None] * RP + offs_r[None, :], pw, mask=mask_c[:, None])
+        tl.store(dbp_ptr + part + offs_c, tl.sum(g, axis=0), mask=mask_c)
+    tl.store(dxd_ptr + rows, acc, mask=m_mr)
+
+
+@triton.jit
 def _conv_bwd_kernel(
     xz_ptr, convw_ptr, dpre_ptr, y_ptr, dout_ptr, dxz_ptr, osum_ptr, dcw_ptr,
     L, D, TPS,
@@ -1680,24 +1714,8 @@ def _xproj_recompute(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
 
 
 XPROJ_RECOMPUTE_PRECISION = "tf32x3"
-TOKEN_BLOCK = 256  # tokens per float32 partial product in `_token_sum_matmul`
+TOKEN_BLOCK = 128  # tokens per program of `_dt_proj_bwd_kernel` (a power of 2, at least 16): its float32 partial sums
 DA_BLOCK = 16  # backward chunks (of T tokens) per float32 partial sum of the A and D gradients
-
-
-def _token_sum_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a (M, P), b (M, Q) -> a^T b (P, Q) float32, a sum over the M (= B * L) tokens: float32 products of
-    TOKEN_BLOCK tokens, the blocks' partial results added in float64 (one long float32 accumulation over hundreds of
-    thousands of tokens would be what limits the dt_proj gradients' accuracy). Row-strided views, no copies."""
-    m = a.shape[0]
-    full = m // TOKEN_BLOCK * TOKEN_BLOCK
-    out = torch.zeros(a.shape[1], b.shape[1], device=a.device, dtype=torch.float64)
-    if full:
-        pa = a[:full].unflatten(0, (-1, TOKEN_BLOCK))  # (blocks, TB, P)
-        pb = b[:full].unflatten(0, (-1, TOKEN_BLOCK))
-        out += torch.bmm(pa.transpose(1, 2), pb).sum(0, dtype=torch.float64)
-    if full < m:
-        out += (a[full:].t() @ b[full:]).double()
-    return out.to(torch.float32)
 
 
 def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sweep_only=False):
@@ -1796,20 +1814,17 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
     del dxd_part
     if tabs.pad_index.numel():
         dxd.index_fill_(-1, tabs.pad_index, 0.0)
-    # dt_proj: dt = dt_low @ W.T + bias, with ddp the gradient wrt dt; per direction on (B L, D) row-strided views
-    # (a batched product over the interleaved directions would be copied first). The weight and bias gradients are
-    # sums over all B L tokens: one blocked product against [dt_low, 1] (`_token_sum_matmul`).
-    dxd_rows = dxd.view(batch * length, 2, tabs.ps)
-    dt_rows = xdbl.view(batch * length, 2, tabs.ps)
-    ones = torch.ones(batch * length, 1, device=dev, dtype=f32)
-    d_dt_weight = torch.empty(2, d_inner, tabs.r, device=dev, dtype=f32)
-    d_dt_bias = torch.empty(2, d_inner, device=dev, dtype=f32)
-    for i in range(2):
-        ddp_i = ddp[:, :, i].reshape(batch * length, d_inner)  # a view: rows 2 D apart
-        dxd_rows[:, i, : tabs.r] = ddp_i @ tabs.dtw[i, :, : tabs.r]
-        wb = _token_sum_matmul(ddp_i, torch.cat([dt_rows[:, i, : tabs.r], ones], dim=1))  # (D, R + 1)
-        d_dt_weight[i], d_dt_bias[i] = wb[:, : tabs.r], wb[:, tabs.r]
-    del ddp, ones
+    # dt_proj: dt = dt_low @ W.T + bias, with ddp the gradient wrt dt: one pass over ddp for the gradients wrt dt_low
+    # (into dxd's first R columns), W and the bias; the weight and bias gradients as float32 sums over TOKEN_BLOCK
+    # tokens, the blocks added in float64
+    m, nblk_t, rp = batch * length, _cdiv(batch * length, TOKEN_BLOCK), max(16, _next_pow2(tabs.r))
+    dwp = torch.empty(nblk_t, 2, d_inner, rp, device=dev, dtype=f32)
+    dbp = torch.empty(nblk_t, 2, d_inner, device=dev, dtype=f32)
+    _dt_proj_bwd_kernel[(nblk_t, 2)](ddp, xdbl, tabs.dtw, dxd, dwp, dbp, m, d_inner,
+                                      R=tabs.r, RP=rp, RP4=tabs.rp4, PS=tabs.ps, BT=TOKEN_BLOCK, BC=32, num_warps=4)
+    d_dt_weight = _sum_f64(dwp)[..., : tabs.r].to(f32)
+    d_dt_bias = _sum_f64(dbp).to(f32)
+    del ddp, dwp, dbp
 
     xcfg, ccfg = XPROJ_BWD_CONFIG, CONV_BWD_CONFIG
     bt, bc = xcfg["BT"], min(xcfg["BC"], max(16, _next_pow2(d_inner)))
