@@ -29,11 +29,13 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
   in-register scan over the chunk's tokens per state.
 * Backward: the sweeps as a two-level scan (`_scan_bwd_split_local_kernel`: every group of chunks from a zero
   carry, in parallel; `_scan_bwd_split_combine_kernel`: the carries over the groups), giving the states entering
-  every chunk of `T` tokens and the adjoint entering every group of chunks from its right end; then `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk
-  recomputing its states with an in-register scan and running the adjoint scan; with `SCAN_BWD_CONFIG["GROUP"] = 6`,
-  the default, its per-token channel sums of the B and C gradients are one reduce-scatter across the warp in inline
-  PTX); `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv backward
-  into the `in_proj` output layout, `z` gradient). Nothing of size `(batch, length, d_inner, N)` is ever stored.
+  every chunk of `T` tokens and the adjoint entering every group of chunks from its right end; then
+  `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk recomputing its states with an in-register
+  scan and running the adjoint scan; with `SCAN_BWD_CONFIG["GROUP"] = 6`, the default, its per-token channel sums of
+  the B and C gradients are one reduce-scatter across the warp in inline PTX); `_dt_proj_bwd_kernel` (dt_proj
+  backward), `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv
+  backward into the `in_proj` output layout, `z` gradient); the parameter gradients' float32 partial sums added in
+  float64 by `_sum_f64_kernel`. Nothing of size `(batch, length, d_inner, N)` is ever stored.
 
 Numerics: exponentials as `exp2` with `A` pre-scaled by log2(e); the state and all accumulations in float32; inputs
 bf16, fp16 or fp32. With fp32 inputs all arithmetic is IEEE fp32 (matrix products included); with half inputs the
