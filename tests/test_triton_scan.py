@@ -579,7 +579,7 @@ _GROUP6_SCRIPT = textwrap.dedent(
             bt.DA_BLOCK = da_block
             y, dxc, ddp, dxd_part, dA, dD = bt._scan_bwd_scan(xz, xdbl, dout, dout.stride(2), tabs, a2, aneg)
             # the columns and state rows the kernels write (the rest is padding, never written)
-            cols = list(range(tabs.rp4, tabs.rp4 + tabs.n)) + list(range(tabs.rp4 + tabs.np4, tabs.rp4 + tabs.np4 + tabs.n))
+            cols = list(range(tabs.n)) + list(range(tabs.np4, tabs.np4 + tabs.n))
             runs.append([y, dxc, ddp, dxd_part[..., cols], dA[:, :, :, : tabs.n], dD])
         bt.SCAN_BWD_CONFIG.clear(); bt.SCAN_BWD_CONFIG.update(cfg0); bt.DA_BLOCK = da0
         results[name] = [
@@ -782,9 +782,9 @@ _SPLIT_SWEEP_SCRIPT = textwrap.dedent(
     a2 = tabs.a2.clone()
     aneg = torch.zeros_like(a2).copy_(tabs.a2 / bt.LOG2E)
     bt.SCAN_BWD_CONFIG["T"] = 4  # chunks of 4 tokens; groups of 8 tokens (DA_BLOCK 2) or one group (DA_BLOCK 16)
-    # the columns and state rows the kernels write: dxd_part's B and C columns (not the dt / pad ones), dA's states;
+    # the columns and state rows the kernels write: dxd_part's B and C columns (not the pad ones), dA's states;
     # dA and dD summed over the groups
-    cols = list(range(tabs.rp4, tabs.rp4 + tabs.n)) + list(range(tabs.rp4 + tabs.np4, tabs.rp4 + tabs.np4 + tabs.n))
+    cols = list(range(tabs.n)) + list(range(tabs.np4, tabs.np4 + tabs.n))
     pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n].sum(2), 5: lambda o: o.sum(2)}
     results = {}
     cases = [(torch.float32, length, (2, 1) if length in (9, 34) else (2,)) for length in (1, 2, 9, 34)]
@@ -889,7 +889,7 @@ def test_gpu_split_sweeps_match(dtype, length):
     xz = torch.randn(2, length, 2 * tabs.d_inner, device="cuda", generator=gen).to(dtype)
     dout = torch.randn(2, length, tabs.d_inner, device="cuda", generator=gen).to(dtype)
     xdbl = bt._xproj_recompute(xz, tabs)
-    cols = list(range(tabs.rp4, tabs.rp4 + tabs.n)) + list(range(tabs.rp4 + tabs.np4, tabs.rp4 + tabs.np4 + tabs.n))
+    cols = list(range(tabs.n)) + list(range(tabs.np4, tabs.np4 + tabs.n))
     pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n].sum(2), 5: lambda o: o.sum(2)}
     saved, da_block0 = dict(bt.SCAN_BWD_CONFIG), bt.DA_BLOCK
     assert saved.get("PF") and saved.get("SWEEP_PF1")  # the defaults under test

@@ -1097,7 +1097,7 @@ def _scan_bwd_group_kernel(
     registers) and the state checkpoints `ckpt`. Per chunk, per state: the chunk's states from its checkpoint and the
     adjoint G_j = C_j gy_j + a_{j+1} G_{j+1} as in-register scans over the chunk's rows, then y (B, L, 2, D) (this
     direction's ungated output), dxc, ddp (gradients wrt the conv output and the dt_proj output), this channel
-    block's share of the B and C gradients dxd (B, L, 2, NDB, PS), and per group the dA (B, 2, NGRP, 4 NG, D) and
+    block's share of the B and C gradients dxd (B, L, 2, NDB, 2 NP4: B, then C), and per group the dA (B, 2, NGRP, 4 NG, D) and
     dD (B, 2, NGRP, D) partial sums (float32 over at most GCH * T tokens; added in float64 on the host).
 
     RS (v6, `SCAN_BWD_CONFIG["GROUP"] = 6`; needs BD = 32, one warp, T 4 or 8): the dB / dC channel sums of a state
@@ -1141,13 +1141,13 @@ def _scan_bwd_group_kernel(
     y_base = y_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
     dxc_base = dxc_ptr + pid_b.to(tl.int64) * s_y_b + dr * D
     do_base = dout_ptr + pid_b.to(tl.int64) * s_do_b + dr * s_do_dir
-    dxd_base = dxd_ptr + ((pid_b.to(tl.int64) * L) * 2 * NDB + dr * NDB + pid_d) * PS
+    dxd_base = dxd_ptr + ((pid_b.to(tl.int64) * L) * 2 * NDB + dr * NDB + pid_d) * (2 * NP4)
     if RS:
         SH: tl.constexpr = 4 - (T.bit_length() - 1)  # 5 - log2(2 T)
         lane = tl.arange(0, BD)
         lane2 = lane[:, None] + zero2
         rs_row = (lane >> SH) % T
-        rs_col = RP4 + (lane >> SH >= T).to(tl.int32) * NP4
+        rs_col = (lane >> SH >= T).to(tl.int32) * NP4
         rs_lead = (lane & ((1 << SH) - 1)) == 0
     c_lo = grp * GCH
     nc = tl.minimum(GCH, NCH - c_lo)
@@ -1161,7 +1161,7 @@ def _scan_bwd_group_kernel(
             rs_pos = c * T + rs_row
             rs_valid = rs_lead & (rs_pos < L)
             rs_tok = tl.where(rs_pos < L, rs_pos + dr * (L - 1 - 2 * rs_pos), 0)
-            rs_ptr = dxd_base + rs_tok * (2 * NDB * PS) + rs_col
+            rs_ptr = dxd_base + rs_tok * (2 * NDB * 2 * NP4) + rs_col
         valid2 = valid[None, :] & dmask2
         # conv over the direction's past: scan positions i, i-1, ..., i-K+1
         xrow = x_base + tok[None, :] * s_xz_l + dc2
@@ -1195,7 +1195,7 @@ def _scan_bwd_group_kernel(
         lo_off = (c - c_lo) * (NP4 * D)  # back to the group's first chunk
         lo_mask = mask_d & (offs_d * 0 + c > c_lo)
         if not RS:
-            rowp = dxd_base + tok * (2 * NDB * PS)
+            rowp = dxd_base + tok * (2 * NDB * 2 * NP4)
         # a run-time loop over the states (NV at a time, the NV unrolled): a fully unrolled one lets the compiler hoist
         # all states' loads
         for n0 in range(0, N, NV):
@@ -1250,8 +1250,8 @@ def _scan_bwd_group_kernel(
                 else:
                     dB = tl.sum(G * u, axis=0)
                     dC = tl.sum(gy * hs, axis=0)
-                    tl.store(rowp + RP4 + n, dB, mask=valid)
-                    tl.store(rowp + RP4 + NP4 + n, dC, mask=valid)
+                    tl.store(rowp + n, dB, mask=valid)
+                    tl.store(rowp + NP4 + n, dC, mask=valid)
                 tl.store(gc_c + n * D, tl.sum(tl.where(is_first, a * G, 0.0), axis=1), mask=mask_d)
         yv = yacc + dsk[:, None] * xc
         tl.store(y_base + tok[None, :] * s_y_l + dc2, yv, mask=valid2)
@@ -1329,14 +1329,16 @@ def _xproj_bwd_kernel(
 
 
 @triton.jit
-def _dt_proj_bwd_kernel(ddp_ptr, xdbl_ptr, dtw_ptr, dxd_ptr, dwp_ptr, dbp_ptr, M, D,
-                        R: tl.constexpr, RP: tl.constexpr, RP4: tl.constexpr, PS: tl.constexpr,
-                        BT: tl.constexpr, BC: tl.constexpr):
-    """dt_proj backward, one pass over its float32 output gradient: program (token block, direction) reads ddp
-    (M = B L tokens, 2, D) for BT tokens and writes dxd[..., :R] = ddp @ W (the gradient wrt the low-rank dt rows of
-    x_dbl; dxd (M, 2, PS)) and the block's partial sums of the weight and bias gradients, dwp (blocks, 2, D, RP) =
-    ddp^T dt_low and dbp (blocks, 2, D) (float32 over BT tokens; the blocks are added in float64 on the host). W from
-    the padded table dtw (2, D, RP4); all products IEEE float32."""
+def _dt_proj_bwd_kernel(ddp_ptr, xdbl_ptr, dtw_ptr, dxdp_ptr, dxd_ptr, dwp_ptr, dbp_ptr, M, D, NDB,
+                        R: tl.constexpr, RP: tl.constexpr, RP4: tl.constexpr, N: tl.constexpr, NP4: tl.constexpr,
+                        PS: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr):
+    """dt_proj backward, one pass over its float32 output gradient, and the whole gradient wrt x_dbl: program (token
+    block, direction) reads ddp (M = B L tokens, 2, D) for BT tokens and writes the rows of dxd (M, 2, PS): its dt
+    part ddp @ W (the gradient wrt the low-rank dt rows of x_dbl), its B and C parts the sum of the group kernel's
+    NDB channel-block partials dxdp (M, 2, NDB, 2 NP4) (float32, in block order), every pad zero; and the block's
+    partial sums of the weight and bias gradients, dwp (blocks, 2, D, RP) = ddp^T dt_low and dbp (blocks, 2, D)
+    (float32 over BT tokens; the blocks are added in float64 on the host). W from the padded table dtw (2, D, RP4);
+    all products IEEE float32."""
     blk = tl.program_id(0)
     dr = tl.program_id(1)
     offs_m = blk * BT + tl.arange(0, BT)
@@ -1359,7 +1361,15 @@ def _dt_proj_bwd_kernel(ddp_ptr, xdbl_ptr, dtw_ptr, dxd_ptr, dwp_ptr, dbp_ptr, M
         pw = tl.dot(tl.trans(g), dtl, input_precision="ieee")  # (BC, RP)
         tl.store(dwp_ptr + (part + offs_c)[:, None] * RP + offs_r[None, :], pw, mask=mask_c[:, None])
         tl.store(dbp_ptr + part + offs_c, tl.sum(g, axis=0), mask=mask_c)
-    tl.store(dxd_ptr + rows, acc, mask=m_mr)
+    tl.store(dxd_ptr + rows, acc, mask=mask_m[:, None] & (offs_r < RP4)[None, :])  # acc is zero beyond R
+    offs_q = tl.arange(0, 2 * NP4)
+    m_mq = mask_m[:, None] & ((offs_q % NP4) < N)[None, :]
+    prow = dxdp_ptr + (offs_m.to(tl.int64)[:, None] * 2 + dr) * (NDB * 2 * NP4) + offs_q[None, :]
+    sbc = tl.zeros([BT, 2 * NP4], dtype=tl.float32)
+    for k in range(0, NDB):
+        sbc += tl.load(prow + k * (2 * NP4), mask=m_mq, other=0.0)
+    tl.store(dxd_ptr + offs_m.to(tl.int64)[:, None] * (2 * PS) + dr * PS + RP4 + offs_q[None, :], sbc,
+             mask=mask_m[:, None])
 
 
 @triton.jit
@@ -1574,14 +1584,12 @@ _ROW_INDEX_CACHE = {}
 
 
 def _row_indices(r: int, n: int, device: torch.device):
-    """Rows of x_proj in the padded x_dbl layout, and the pad rows (cached: no host-to-device copy per call)."""
+    """Rows of x_proj in the padded x_dbl layout (cached: no host-to-device copy per call)."""
     key = (r, n, device.type, device.index)
     if key not in _ROW_INDEX_CACHE:
         rp4, np4 = 4 * _next_pow2(_cdiv(r, 4)), 4 * _next_pow2(_cdiv(n, 4))
         rows = torch.cat([torch.arange(r), rp4 + torch.arange(n), rp4 + np4 + torch.arange(n)])
-        pad = torch.ones(rp4 + 2 * np4, dtype=torch.bool)
-        pad[rows] = False
-        _ROW_INDEX_CACHE[key] = (rows.to(device), torch.nonzero(pad).flatten().to(device))
+        _ROW_INDEX_CACHE[key] = rows.to(device)
     return _ROW_INDEX_CACHE[key]
 
 
@@ -1616,7 +1624,7 @@ class _Tables:
         self.a2 = torch.zeros(2, d_inner, self.np4, device=dev, dtype=f32)
         self.a2[..., :n] = self.A * LOG2E
         self.dsk = D.detach().to(f32).contiguous()
-        self.row_index, self.pad_index = _row_indices(r, n, dev)
+        self.row_index = _row_indices(r, n, dev)
         self.wx = torch.zeros(2, self.psp, d_inner, device=dev, dtype=f32)
         self.wx[:, self.row_index] = x_proj_weight.detach().to(f32)
 
@@ -1723,7 +1731,7 @@ DA_BLOCK = 16  # backward chunks (of T tokens) per float32 partial sum of the A 
 def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sweep_only=False):
     """The scan kernels of the backward: the sweeps (`_scan_bwd_split_local_kernel` + `_scan_bwd_split_combine_kernel`),
     then `_scan_bwd_group_kernel`. a2 = A log2(e) and aneg = A (2, D, 4 NG) float32. Returns y, dxc, ddp
-    (B, L, 2, D), dxd_part (B, L, 2, channel blocks, PS) and the dA (B, 2, NBLK, 4 NG, D) / dD (B, 2, NBLK, D)
+    (B, L, 2, D), dxd_part (B, L, 2, channel blocks, 2 NP4: the B and C columns) and the dA (B, 2, NBLK, 4 NG, D) / dD (B, 2, NBLK, D)
     partial sums, all float32 (see the kernels' docstrings). `_sweep_only` (benchmarks): the sweeps only."""
     batch, length, _ = xz.shape
     d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
@@ -1737,7 +1745,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     ckpt = torch.empty(batch, 2, nch, tabs.np4, d_inner, device=dev, dtype=f32)
     y = torch.empty(batch, length, 2, d_inner, device=dev, dtype=f32)
     dxc = torch.empty_like(y)
-    dxd_part = torch.empty(batch, length, 2, ndb, tabs.ps, device=dev, dtype=f32)
+    dxd_part = torch.empty(batch, length, 2, ndb, 2 * tabs.np4, device=dev, dtype=f32)
     ddp = torch.empty_like(y)
     nblk = _cdiv(nch, DA_BLOCK)
     dA = torch.empty(batch, 2, nblk, tabs.np4, d_inner, device=dev, dtype=f32)
@@ -1812,18 +1820,17 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
     d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
     a_exact, aneg, a2 = _backward_a_tables(tabs, A_log)
     y, dxc, ddp, dxd_part, dA, dD = _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs, a2, aneg)
-    dxd = dxd_part.sum(3)
-    del dxd_part
-    if tabs.pad_index.numel():
-        dxd.index_fill_(-1, tabs.pad_index, 0.0)
     # dt_proj: dt = dt_low @ W.T + bias, with ddp the gradient wrt dt: one pass over ddp for the gradients wrt dt_low
-    # (into dxd's first R columns), W and the bias; the weight and bias gradients as float32 sums over TOKEN_BLOCK
-    # tokens, the blocks added in float64
+    # (dxd's first R columns), W and the bias, the weight and bias gradients as float32 sums over TOKEN_BLOCK tokens
+    # (the blocks added in float64); the same pass sums the channel blocks' B and C partials into dxd's other columns
+    dxd = torch.empty(batch, length, 2, tabs.ps, device=dev, dtype=f32)
     m, nblk_t, rp = batch * length, _cdiv(batch * length, TOKEN_BLOCK), max(16, _next_pow2(tabs.r))
     dwp = torch.empty(nblk_t, 2, d_inner, rp, device=dev, dtype=f32)
     dbp = torch.empty(nblk_t, 2, d_inner, device=dev, dtype=f32)
-    _dt_proj_bwd_kernel[(nblk_t, 2)](ddp, xdbl, tabs.dtw, dxd, dwp, dbp, m, d_inner,
-                                      R=tabs.r, RP=rp, RP4=tabs.rp4, PS=tabs.ps, BT=TOKEN_BLOCK, BC=32, num_warps=4)
+    _dt_proj_bwd_kernel[(nblk_t, 2)](ddp, xdbl, tabs.dtw, dxd_part, dxd, dwp, dbp, m, d_inner, dxd_part.shape[3],
+                                      R=tabs.r, RP=rp, RP4=tabs.rp4, N=tabs.n, NP4=tabs.np4, PS=tabs.ps,
+                                      BT=TOKEN_BLOCK, BC=32, num_warps=4)
+    del dxd_part
     d_dt_weight = _sum_f64(dwp)[..., : tabs.r].to(f32)
     d_dt_bias = _sum_f64(dbp).to(f32)
     del ddp, dwp, dbp
@@ -1896,12 +1903,13 @@ class BiMambaScanFunction(torch.autograd.Function):
         xdbl = _xproj_forward(xz, tabs)
         out2 = _scan_forward(xz, xdbl, tabs)
         ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        ctx.tabs = tabs  # the backward's tables too (the saved parameters' version check still guards them)
         return out2
 
     @staticmethod
     def backward(ctx, dout2):
         xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D = ctx.saved_tensors
-        tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        tabs = ctx.tabs
         xdbl = _xproj_recompute(xz, tabs)
         dout2 = dout2.contiguous()
         dxz, _, g = _scan_backward(xz, xdbl, dout2, dout2.stride(2), tabs, need_out_sum=False, A_log=A_log)
@@ -1937,6 +1945,7 @@ class BiMambaInnerFunction(torch.autograd.Function):
                            out_bias)
         ctx.save_for_backward(hidden_states, in_weight, in_bias, out_weight, out_bias, conv_weight, conv_bias,
                               x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        ctx.tabs = tabs  # the backward's tables too (the saved parameters' version check still guards them)
         return out
 
     @staticmethod
@@ -1945,7 +1954,7 @@ class BiMambaInnerFunction(torch.autograd.Function):
          dt_proj_weight, dt_proj_bias, A_log, D) = ctx.saved_tensors
         batch, length, hidden = hidden_states.shape
         xz = F.linear(hidden_states, in_weight, in_bias)
-        tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        tabs = ctx.tabs
         xdbl = _xproj_recompute(xz, tabs)
         dout = dout.contiguous().to(xz.dtype)
         dy_inner = torch.matmul(dout, out_weight)  # (B, L, D): the gradient of out_f + out_b
