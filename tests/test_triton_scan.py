@@ -877,8 +877,9 @@ def test_interpreter_sum_f64_matches_torch():
 def test_gpu_split_sweeps_match(dtype, length):
     """On the GPU (hardware exp2 / reciprocal approximations for bf16), Ti sizes, a partial last group (1000 tokens)
     and the 16-frame length: the two-level sweeps with the default groups give the scan-kernel outputs of one group
-    spanning the sequence (the plain sequential sweeps) to float32 rounding, and the L1 prefetches (SCAN_BWD_CONFIG
-    "PF", "SWEEP_PF1") change no bit."""
+    spanning the sequence (the plain sequential sweeps) to float32 rounding, and neither the L1 prefetches
+    (SCAN_BWD_CONFIG "PF", "SWEEP_PF1") nor the channel sums through shared memory ("RS_SMEM", against the
+    shuffle-only reduce-scatter) change a bit."""
     from videomamba import bimamba_triton as bt
 
     config, mixer, _ = _ti_mixer(dtype)
@@ -892,11 +893,11 @@ def test_gpu_split_sweeps_match(dtype, length):
     cols = list(range(tabs.n)) + list(range(tabs.np4, tabs.np4 + tabs.n))
     pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n].sum(2), 5: lambda o: o.sum(2)}
     saved, da_block0 = dict(bt.SCAN_BWD_CONFIG), bt.DA_BLOCK
-    assert saved.get("PF") and saved.get("SWEEP_PF1")  # the defaults under test
+    assert saved.get("PF") and saved.get("SWEEP_PF1") and saved.get("RS_SMEM")  # the defaults under test
     runs = {}
     try:
         for name, blocks, change in [("default", da_block0, {}), ("no prefetch", da_block0, {"PF": False, "SWEEP_PF1": 0}),
-                                     ("one group", 1 << 10, {})]:
+                                     ("shuffles", da_block0, {"RS_SMEM": False}), ("one group", 1 << 10, {})]:
             bt.DA_BLOCK = blocks
             bt.SCAN_BWD_CONFIG.update(change)
             outs = bt._scan_bwd_scan(xz, xdbl, dout, 0, tabs, a2, aneg)
@@ -907,8 +908,9 @@ def test_gpu_split_sweeps_match(dtype, length):
         bt.SCAN_BWD_CONFIG.clear()
         bt.SCAN_BWD_CONFIG.update(saved)
         bt.DA_BLOCK = da_block0
-    for i, (a, b, c) in enumerate(zip(runs["default"], runs["one group"], runs["no prefetch"])):
+    for i, (a, b, c, d) in enumerate(zip(runs["default"], runs["one group"], runs["no prefetch"], runs["shuffles"])):
         assert torch.isfinite(a).all(), i
         rel = ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
         assert rel < 1e-4, (i, rel)
         assert torch.equal(a, c), i
+        assert torch.equal(a, d), i

@@ -1037,6 +1037,36 @@ def _reduce_scatter_constraints(t_rows: int) -> str:
     return ",".join(["=f"] * t_rows + ["f"] * (2 * t_rows) + ["r"] * t_rows)
 
 
+def _reduce_scatter_smem_ptx() -> str:
+    """`_reduce_scatter_ptx(8)` through shared memory: each lane stores its 16 values (P_0..P_7, Q_0..Q_7) as row l
+    of a 32 x 16 float32 matrix (four 16-byte stores, their column chunks XOR-swizzled by (l >> 1) & 3 so that no two
+    lanes of an 8-lane phase share a bank), then lane l reads column o = l >> 1 of the 16 rows of parity p = l & 1
+    (16 loads, conflict-free) and adds them in the butterfly's tree (rows k and k ^ 8, then ^ 4, ^ 2, ^ 1 of the
+    parity's rows: lane bits 4..1), and one shuffle with lane ^ 1 adds the two parities: the same additions as the
+    shuffle version, so bitwise the same sums, in 4 stores, 16 loads, 16 adds and one shuffle instead of 16
+    shuffles, 30 selects and 16 adds. Operands: $0..$7 out, $8..$23 the values, $24.. the lane's write offset
+    64 l + ((l & 6) << 3), $32.. its read offset 64 (l & 1) + 4 (l >> 1) (8 copies each, the first used)."""
+    lines = ["{", ".shared .align 128 .b8 rsbuf[2048];", ".reg .b32 %rsw, %rsr, %rsa<4>, %rsb<4>;",
+             ".reg .f32 %rsx<16>, %rss;", "mov.u32 %rsw, rsbuf;", "add.u32 %rsr, %rsw, $32;", "add.u32 %rsw, %rsw, $24;"]
+    lines += [f"xor.b32 %rsa{c}, %rsw, {16 * c};" for c in range(4)]
+    lines += [f"st.shared.v4.f32 [%rsa{c}], {{${8 + 4 * c}, ${9 + 4 * c}, ${10 + 4 * c}, ${11 + 4 * c}}};" for c in range(4)]
+    lines += ["bar.warp.sync -1;"]
+    lines += [f"xor.b32 %rsb{m}, %rsr, {16 * m};" for m in range(4)]
+    lines += [f"ld.shared.f32 %rsx{k}, [%rsb{k & 3}+{128 * k}];" for k in range(16)]
+    lines += ["bar.warp.sync -1;"]
+    width = 16
+    while width > 1:
+        half = width // 2
+        lines += [f"add.f32 %rsx{k}, %rsx{k}, %rsx{k + half};" for k in range(half)]
+        width = half
+    lines += ["shfl.sync.bfly.b32 %rss, %rsx0, 1, 31, -1;", "add.f32 %rsx0, %rsx0, %rss;"]
+    lines += [f"mov.b32 ${i}, %rsx0;" for i in range(8)]
+    lines.append("}")
+    return "\n".join(lines)
+
+
+_RS_SMEM_PTX = tl.constexpr(_reduce_scatter_smem_ptx())
+_RS_SMEM_CON = tl.constexpr(",".join(["=f"] * 8 + ["f"] * 16 + ["r"] * 16))
 _RS_PTX_T8 = tl.constexpr(_reduce_scatter_ptx(8))
 _RS_CON_T8 = tl.constexpr(_reduce_scatter_constraints(8))
 _RS_PTX_T4 = tl.constexpr(_reduce_scatter_ptx(4))
@@ -1050,12 +1080,19 @@ def _keep_first(a, b):
 
 @triton.jit
 def _channel_sums_scattered(P, Q, lane2, offs_j, BD: tl.constexpr, T: tl.constexpr, SH: tl.constexpr,
-                            ASM: tl.constexpr):
+                            ASM: tl.constexpr, SMEM: tl.constexpr = False):
     """(BD,) per lane l: sum over the BD = 32 channels (lanes) of P[:, j] if l >> SH < T else of Q[:, j],
-    j = (l >> SH) % T (P, Q (BD, T); lane2 (BD, T) int32 the channel index). ASM: `_reduce_scatter_ptx`'s shuffles;
-    otherwise (the interpreter, which has no inline assembly) two `tl.sum`s and a selection, the same values."""
+    j = (l >> SH) % T (P, Q (BD, T); lane2 (BD, T) int32 the channel index). ASM: `_reduce_scatter_ptx`'s shuffles,
+    or with SMEM (T 8) `_reduce_scatter_smem_ptx` (each lane's write and read offsets in its shared-memory buffer
+    computed here, loop-invariant); otherwise (the interpreter, which has no inline assembly) two `tl.sum`s and a
+    selection, the same values."""
     if ASM:
-        if T == 8:
+        if SMEM and T == 8:
+            wofs = lane2 * 64 + ((lane2 & 6) << 3)
+            rofs = (lane2 & 1) * 64 + (lane2 >> 1) * 4
+            out = tl.inline_asm_elementwise(_RS_SMEM_PTX, _RS_SMEM_CON, [P, Q, wofs, rofs], dtype=tl.float32,
+                                            is_pure=False, pack=8)
+        elif T == 8:
             out = tl.inline_asm_elementwise(_RS_PTX_T8, _RS_CON_T8, [P, Q, lane2], dtype=tl.float32, is_pure=True,
                                             pack=8)
         else:
@@ -1090,6 +1127,7 @@ def _scan_bwd_group_kernel(
     RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, GCH: tl.constexpr, FAST: tl.constexpr,
     RS: tl.constexpr = False, RS_ASM: tl.constexpr = False, NV: tl.constexpr = 1, PF: tl.constexpr = False,
+    RS_SMEM: tl.constexpr = False,
 ):
     """Phase 2 of the v5 backward: one group of GCH chunks of T tokens, BD channels, one direction of one sample
     (grid: channel block, direction, sample * NGRP + group). The chunks of the group from its last, starting from the
@@ -1101,9 +1139,10 @@ def _scan_bwd_group_kernel(
     dD (B, 2, NGRP, D) partial sums (float32 over at most GCH * T tokens; added in float64 on the host).
 
     RS (v6, `SCAN_BWD_CONFIG["GROUP"] = 6`; needs BD = 32, one warp, T 4 or 8): the dB / dC channel sums of a state
-    as one reduce-scatter (`_channel_sums_scattered`; RS_ASM: shuffles in inline PTX) instead of a butterfly per
-    row, each lane then storing one distinct value (lane l: row (l >> SH) % T, dB for l < 16, dC above; one lane of
-    every 2^SH), through one pointer per lane instead of T row pointers. NV (a divisor of N; 1 by default): the state
+    as one reduce-scatter (`_channel_sums_scattered`; RS_ASM: inline PTX, its exchange through shared memory with
+    RS_SMEM and T 8, else shuffles) instead of a butterfly per row, each lane then storing one distinct value (lane
+    l: row (l >> SH) % T, dB for l < 16, dC above; one lane of every 2^SH), through one pointer per lane instead of T
+    row pointers. NV (a divisor of N; 1 by default): the state
     loop NV states per iteration (unrolled), B and C of the NV states loaded as one vector per token.
 
     `ckpt` holds the states local to the group (`_scan_bwd_split_local_kernel`) but for the group's first chunk c0,
@@ -1245,7 +1284,7 @@ def _scan_bwd_group_kernel(
                 ddl_acc += GB * xc + Gah * An[:, None]
                 dxc_acc += GB * delta
                 if RS:
-                    dBC = _channel_sums_scattered(G * u, gy * hs, lane2, offs_j, BD, T, SH, RS_ASM)
+                    dBC = _channel_sums_scattered(G * u, gy * hs, lane2, offs_j, BD, T, SH, RS_ASM, RS_SMEM)
                     tl.store(rs_ptr + n, dBC, mask=rs_valid)
                 else:
                     dB = tl.sum(G * u, axis=0)
@@ -1567,8 +1606,12 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
 # 3 (GROUP 5, sequential sweeps) 7.58 ms; GROUP 6 6.81; its 128-register cap 5.60; split sweeps 5.69 (sweeps 1.79 ->
 # 1.50; at batch 8 x 64 frames 6.25 -> 1.79); PF and SWEEP_PF1 4.92-4.99 (group prefetch alone 5.10, local prefetch
 # alone 5.42; bitwise the same results), whole layer backward 8.08 -> 7.52-7.59.
+# "RS_SMEM" (session 6; T 8): the reduce-scatter's exchange through 2 KB of shared memory per warp
+# (`_reduce_scatter_smem_ptx`: 4 stores, 16 loads, one shuffle) instead of 16 shuffles and 30 selects; bitwise the same
+# sums; 333 -> 323 instructions per state and chunk, scan kernels 4.68-4.71 -> 4.56-4.62 ms per layer at batch 32 x 16
+# frames (layer backward 6.64-6.66 -> 6.50-6.54 ms), 4.72 -> 4.60 at 8 x 64.
 SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_UNROLL": 2,
-                   "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4}
+                   "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4, "RS_SMEM": True}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
 XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True}
@@ -1790,6 +1833,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
         dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
         R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
         BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv, PF=pf,
+        RS_SMEM=bool(cfg.get("RS_SMEM", False)),
         num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
     )
     del gcar, pdel
