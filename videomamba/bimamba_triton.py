@@ -1574,6 +1574,8 @@ def _next_pow2(n: int) -> int:
 # v6"). BD 64 with 2 warps (session 4): two channel blocks per program, a warp each, so each token's x_dbl row comes
 # from L2 once per two warps and from L1 for the other: 2.96 ms against 3.07 for BD 32 in the same run (BD 128, 4
 # warps: 2.98).
+# Session 6, measured slower and not kept (NOTES_triton.md "Session 6"): two channels per lane sharing each token's
+# rows, some exponentials as FMA-pipe polynomials, both directions in one warp.
 SCAN_FWD_CONFIG = {"BD": 64, "num_warps": 2, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
 # The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
 # K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch), unless the two
