@@ -24,9 +24,10 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
   1's adds to it), so `out_proj` is one GEMM with K = d_inner; when both directions' programs fit one wave of the GPU
   (training batches) one launch writes `out2 (batch, length, 2, d_inner)` and `out_proj` takes K = 2 d_inner;
   `bimamba_scan_fn` always returns `out2`.
-* `_scan_fwd_chunk_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`): the same computation in chunks of T tokens as
-  (channels, T) register tiles: everything but the state recurrence vectorised over the chunk, the recurrence an
-  in-register scan over the chunk's tokens per state.
+* `_scan_fwd_chunk_kernel` (v6): the same computation in chunks of T tokens as (channels, T) register tiles:
+  everything but the state recurrence vectorised over the chunk, the recurrence an in-register scan over the chunk's
+  tokens per state. It runs the launches with few warps (`SCAN_FWD_FEW_WARPS_CONFIG`: training batches, small
+  inference batches), where each warp is bound by the latency of its own chain; v4 the large ones.
 * Backward: the sweeps as a two-level scan (`_scan_bwd_split_local_kernel`: every group of chunks from a zero
   carry, in parallel; `_scan_bwd_split_combine_kernel`: the carries over the groups), giving the states entering
   every chunk of `T` tokens and the adjoint entering every group of chunks from its right end; then
@@ -1577,6 +1578,28 @@ def _next_pow2(n: int) -> int:
 # Session 6, measured slower and not kept (NOTES_triton.md "Session 6"): two channels per lane sharing each token's
 # rows, some exponentials as FMA-pipe polynomials, both directions in one warp.
 SCAN_FWD_CONFIG = {"BD": 64, "num_warps": 2, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
+# Few programs (training batches, small inference batches): when a launch's warps at FEW_WARPS_CONFIG fit the GPU at
+# FEW_WARPS_PER_SM per multiprocessor, each warp alone on its scheduler is bound by the latency of its own per-token
+# chain, not by issue, and the chunked v6 kernel, whose T tokens per step run their conv, dt_proj, softplus and
+# exponentials side by side, wins at 255 registers (session 6, H100, bf16, Ti, both directions in one launch: batch
+# 32 x 16 frames 1.14-1.22 -> 0.97 ms, 16 x 16 1.04-1.11 -> 0.83, 8 x 64 3.75 -> 2.98; at batch 128 v4 stays faster).
+# None: always SCAN_FWD_CONFIG.
+SCAN_FWD_FEW_WARPS_CONFIG = {"VERSION": 6, "BD": 32, "num_warps": 1, "T": 8, "VEC": True, "XREG": True, "maxnreg": 255,
+                             "PREFETCH": True, "PF_DIST": 32}
+SCAN_FWD_FEW_WARPS_PER_SM = 8  # 255 registers: 2 warps per scheduler
+
+
+def _scan_fwd_config(batch: int, d_inner: int, num_dirs: int, device: torch.device) -> dict:
+    """SCAN_FWD_FEW_WARPS_CONFIG where a launch of `num_dirs` directions fits the GPU at its occupancy, else
+    SCAN_FWD_CONFIG (always under the interpreter)."""
+    few = SCAN_FWD_FEW_WARPS_CONFIG
+    if few is None or _interpreting() or device.type != "cuda":
+        return SCAN_FWD_CONFIG
+    warps = _cdiv(d_inner, few["BD"]) * few["num_warps"] * num_dirs * batch
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return few if warps <= sms * SCAN_FWD_FEW_WARPS_PER_SM else SCAN_FWD_CONFIG
+
+
 # The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
 # K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch), unless the two
 # directions' warps together fit in one wave of the GPU (about SCAN_FWD_WARPS_PER_SM warps per
@@ -1714,7 +1737,7 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
     d_inner = tabs.d_inner
     shape = (batch, length, d_inner) if summed else (batch, length, 2, d_inner)
     out = torch.empty(shape, device=xz.device, dtype=xz.dtype)
-    cfg = SCAN_FWD_CONFIG
+    cfg = _scan_fwd_config(batch, d_inner, 1 if summed else 2, xz.device)
     fast, tanh = _fast_flags(xz.dtype)
     maxnreg = cfg.get("maxnreg")
     launches = [(0, 1, False), (1, 1, True)] if summed else [(0, 2, False)]  # (first direction, directions, ADD)
