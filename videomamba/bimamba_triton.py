@@ -1048,9 +1048,11 @@ def _reduce_scatter_smem_ptx() -> str:
     shuffles, 30 selects and 16 adds. Operands: $0..$7 out, $8..$23 the values, $24.. the lane's write offset
     64 l + ((l & 6) << 3), $32.. its read offset 64 (l & 1) + 4 (l >> 1) (8 copies each, the first used)."""
     lines = ["{", ".shared .align 128 .b8 rsbuf[2048];", ".reg .b32 %rsw, %rsr, %rsa<4>, %rsb<4>;",
-             ".reg .f32 %rsx<16>, %rss;", "mov.u32 %rsw, rsbuf;", "add.u32 %rsr, %rsw, $32;", "add.u32 %rsw, %rsw, $24;"]
+             ".reg .f32 %rsx<16>, %rss;", "mov.u32 %rsw, rsbuf;", "add.u32 %rsr, %rsw, $32;",
+             "add.u32 %rsw, %rsw, $24;"]
     lines += [f"xor.b32 %rsa{c}, %rsw, {16 * c};" for c in range(4)]
-    lines += [f"st.shared.v4.f32 [%rsa{c}], {{${8 + 4 * c}, ${9 + 4 * c}, ${10 + 4 * c}, ${11 + 4 * c}}};" for c in range(4)]
+    for c in range(4):  # chunk c: values 4c .. 4c + 3, operands $8 + 4c ..
+        lines.append(f"st.shared.v4.f32 [%rsa{c}], {{{', '.join(f'${8 + 4 * c + i}' for i in range(4))}}};")
     lines += ["bar.warp.sync -1;"]
     lines += [f"xor.b32 %rsb{m}, %rsr, {16 * m};" for m in range(4)]
     lines += [f"ld.shared.f32 %rsx{k}, [%rsb{k & 3}+{128 * k}];" for k in range(16)]
@@ -1136,15 +1138,16 @@ def _scan_bwd_group_kernel(
     registers) and the state checkpoints `ckpt`. Per chunk, per state: the chunk's states from its checkpoint and the
     adjoint G_j = C_j gy_j + a_{j+1} G_{j+1} as in-register scans over the chunk's rows, then y (B, L, 2, D) (this
     direction's ungated output), dxc, ddp (gradients wrt the conv output and the dt_proj output), this channel
-    block's share of the B and C gradients dxd (B, L, 2, NDB, 2 NP4: B, then C), and per group the dA (B, 2, NGRP, 4 NG, D) and
-    dD (B, 2, NGRP, D) partial sums (float32 over at most GCH * T tokens; added in float64 on the host).
+    block's share of the B and C gradients dxd (B, L, 2, NDB, 2 NP4: B, then C), and per group the dA
+    (B, 2, NGRP, 4 NG, D) and dD (B, 2, NGRP, D) partial sums (float32 over at most GCH * T tokens; added in float64
+    on the host).
 
     RS (v6, `SCAN_BWD_CONFIG["GROUP"] = 6`; needs BD = 32, one warp, T 4 or 8): the dB / dC channel sums of a state
     as one reduce-scatter (`_channel_sums_scattered`; RS_ASM: inline PTX, its exchange through shared memory with
     RS_SMEM and T 8, else shuffles) instead of a butterfly per row, each lane then storing one distinct value (lane
     l: row (l >> SH) % T, dB for l < 16, dC above; one lane of every 2^SH), through one pointer per lane instead of T
-    row pointers. NV (a divisor of N; 1 by default): the state
-    loop NV states per iteration (unrolled), B and C of the NV states loaded as one vector per token.
+    row pointers. NV (a divisor of N; 1 by default): the state loop NV states per iteration (unrolled), B and C of
+    the NV states loaded as one vector per token.
 
     `ckpt` holds the states local to the group (`_scan_bwd_split_local_kernel`) but for the group's first chunk c0,
     which holds the true state entering the group (`_scan_bwd_split_combine_kernel`); the state entering chunk c > c0
@@ -1799,8 +1802,9 @@ DA_BLOCK = 16  # backward chunks (of T tokens) per float32 partial sum of the A 
 def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sweep_only=False):
     """The scan kernels of the backward: the sweeps (`_scan_bwd_split_local_kernel` + `_scan_bwd_split_combine_kernel`),
     then `_scan_bwd_group_kernel`. a2 = A log2(e) and aneg = A (2, D, 4 NG) float32. Returns y, dxc, ddp
-    (B, L, 2, D), dxd_part (B, L, 2, channel blocks, 2 NP4: the B and C columns) and the dA (B, 2, NBLK, 4 NG, D) / dD (B, 2, NBLK, D)
-    partial sums, all float32 (see the kernels' docstrings). `_sweep_only` (benchmarks): the sweeps only."""
+    (B, L, 2, D), dxd_part (B, L, 2, channel blocks, 2 NP4: the B and C columns) and the dA (B, 2, NBLK, 4 NG, D) /
+    dD (B, 2, NBLK, D) partial sums, all float32 (see the kernels' docstrings). `_sweep_only` (benchmarks): the
+    sweeps only."""
     batch, length, _ = xz.shape
     d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
     cfg = SCAN_BWD_CONFIG
