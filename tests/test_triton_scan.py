@@ -419,10 +419,16 @@ _FORWARD_V6_SCRIPT = textwrap.dedent(
         (torch.float32, 13, dict(T=4, VEC=True)), (torch.float32, 7, dict(T=16)),
         (torch.float32, 13, dict(T=2, XREG=True)), (torch.bfloat16, 13, dict(T=2, VEC=True)),
         (torch.bfloat16, 9, dict(T=4, VEC=True, XREG=True)),
+        # sequence groups (three passes): 5 groups of 8 (the last 5 long), the conv's history across group starts
+        # from registers (XREG) or reloaded; a group length rounded up to the chunk (3 -> 4)
+        (torch.float32, 37, dict(T=4, VEC=True, XREG=True, GROUP_TOKENS=8)),
+        (torch.float32, 15, dict(T=2, GROUP_TOKENS=3)),
+        (torch.bfloat16, 21, dict(T=8, VEC=True, XREG=True, GROUP_TOKENS=8)),
     ]
     results = {}
     for dtype, length, change in cases:
         name = f"{str(dtype)[6:]}_L{length}_T{change['T']}" + "".join("_" + k for k in ("VEC", "XREG") if change.get(k))
+        name += f"_G{change['GROUP_TOKENS']}" if "GROUP_TOKENS" in change else ""
         xz = torch.randn(2, length, 2 * config.intermediate_size).to(dtype)
         x, z = xz.double().chunk(2, dim=-1)
         with torch.no_grad():
@@ -450,9 +456,11 @@ def test_interpreter_forward_v6_chunked():
     """The chunked forward scan (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`) against the default kernel and float64: chunks
     of 2, 4, 8 and 16 tokens, scalar or 16-byte (VEC) x_dbl loads, the conv's earlier tokens reloaded or taken from
     registers (XREG), lengths that are not multiples of the chunk (1, 7,
-    9, 13), both output modes (per direction; summed, direction 1 adding to direction 0), float32 and bfloat16."""
-    results = _run_interpreted(_FORWARD_V6_SCRIPT, timeout=300)
-    assert len(results) == 7
+    9, 13), both output modes (per direction; summed, direction 1 adding to direction 0), float32 and bfloat16; and
+    the sequence split into groups scanned in parallel (`GROUP_TOKENS`: local end states, the combined entering
+    states, the groups' scans), whose outputs must equal the one-group scan's to float32 rounding."""
+    results = _run_interpreted(_FORWARD_V6_SCRIPT, timeout=400)
+    assert len(results) == 10 and sum("_G" in name for name in results) == 3
     for name, r in results.items():
         assert r["dtype_ok"] and r["finite"], (name, r)
         if name.startswith("float32"):
@@ -462,6 +470,74 @@ def test_interpreter_forward_v6_chunked():
             # bfloat16 outputs: at most a rounding of the output apart
             assert r["v6_vs_v4"] < 1e-2 and r["summed_vs_v4"] < 1e-2, (name, r)
             assert r["v6_vs_f64"] < 1.1 * r["v4_vs_f64"] + 1e-3, (name, r)
+
+
+_TABLES_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+    import torch
+    from conftest import tiny_config
+    from test_triton_scan import _patch_interpreter, _randomize
+    from videomamba.modeling_videomamba import VideoMambaMixer
+    from videomamba import bimamba_triton as bt
+
+    _patch_interpreter()
+    torch.manual_seed(0)
+    results = {}
+    # d_inner 48 (a partial 32-channel block), 12 states (padded to 16), rank 2 (padded to 4); conv widths 4 and 3
+    for name, kwargs in {"bias": dict(hidden_size=24, state_size=12), "no_conv_bias": dict(
+            hidden_size=24, state_size=12, use_conv_bias=False, conv_kernel=3)}.items():
+        mixer = _randomize(VideoMambaMixer(tiny_config(**kwargs), layer_idx=0))
+        params = []
+        for backward in (False, True):
+            conv, x_proj, dt_proj, A_log, D = mixer.direction_parameters(backward)
+            params.append([conv.weight, conv.bias, x_proj.weight, dt_proj.weight, dt_proj.bias, A_log, D])
+        tabs = bt._Tables.from_directions(params[0], params[1], half_dtype=torch.bfloat16)
+        tabs_stacked = bt._Tables(*bt.stacked_mixer_parameters(mixer))
+        # the expected tables, built with torch from the stacked parameters
+        conv_w, conv_b, xw, dtw, dtb, A_log, D = [t.detach() if t is not None else None
+                                                 for t in bt.stacked_mixer_parameters(mixer)]
+        d_inner, k, r, n = conv_w.shape[1], conv_w.shape[2], dtw.shape[2], A_log.shape[2]
+        want = {"convw": conv_w.transpose(1, 2), "dtb": dtb, "dsk": D,
+                "convb": conv_b if conv_b is not None else torch.zeros(2, d_inner)}
+        want["dtw"] = torch.zeros(2, d_inner, tabs.rp4)
+        want["dtw"][..., :r] = dtw
+        want["A"] = -torch.exp(A_log)
+        want["a2"] = torch.zeros(2, d_inner, tabs.np4)
+        want["a2"][..., :n] = want["A"] * bt.LOG2E
+        want["wx"] = torch.zeros(2, tabs.psp, d_inner)
+        want["wx"][:, :r] = xw[:, :r]
+        want["wx"][:, tabs.rp4:tabs.rp4 + n] = xw[:, r:r + n]
+        want["wx"][:, tabs.rp4 + tabs.np4:tabs.rp4 + tabs.np4 + n] = xw[:, r + n:]
+        for key, value in want.items():
+            got = getattr(tabs, key)
+            results[f"{name}_{key}"] = {
+                "shape_ok": tuple(got.shape) == tuple(value.shape),
+                "err": (got - value).abs().max().item() / max(value.abs().max().item(), 1e-30),
+                "stacked_err": (getattr(tabs_stacked, key) - got).abs().max().item(),
+            }
+        results[f"{name}_wxh"] = {"shape_ok": tabs.wxh.dtype == torch.bfloat16,
+                                  "err": (tabs.wxh.float() - want["wx"].bfloat16().float()).abs().max().item(),
+                                  "stacked_err": float(tabs_stacked.wxh is not None)}
+    print(json.dumps(results))
+    """
+)
+
+
+def test_interpreter_tables_kernel():
+    """`_tables_kernel` (one launch for all the kernels' parameter tables, from each direction's tensors as they are
+    in the module) against the tables built with torch: the conv taps transposed, dt_proj padded, A = -exp(A_log) and
+    A log2(e) padded, x_proj's rows scattered to the padded x_dbl layout, its bfloat16 copy; with and without a conv
+    bias, conv widths 4 and 3; the stacked-parameter constructor gives the same tables."""
+    results = _run_interpreted(_TABLES_SCRIPT, timeout=300)
+    assert len(results) == 18
+    for name, r in results.items():
+        assert r["shape_ok"], (name, r)
+        tol = 0.0 if name.endswith(("convw", "convb", "dtw", "dtb", "dsk", "wx", "wxh")) else 1e-6
+        assert r["err"] <= tol, (name, r)
+        assert r["stacked_err"] == 0.0, (name, r)
 
 
 def _simulate_reduce_scatter_ptx(ptx, values, lanes):
@@ -643,6 +719,42 @@ def _mamba_ssm_available():
     from videomamba.modeling_videomamba import is_mamba_ssm_available
 
     return is_mamba_ssm_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_forward_sequence_groups_match(dtype):
+    """The small-batch forward with the sequence cut into groups (local end states, then each group from its entering
+    state) against the one-group scan and float64: equal to float32 rounding, and as close to float64."""
+    from videomamba import bimamba_triton as bt
+    from videomamba.modeling_videomamba import VideoMambaMixer
+
+    torch.manual_seed(0)
+    config = tiny_config(hidden_size=64, state_size=16)
+    mixer = _randomize(VideoMambaMixer(config, layer_idx=0)).cuda()
+    ref_mixer = VideoMambaMixer(config, layer_idx=0).double().cuda()
+    ref_mixer.load_state_dict(mixer.state_dict())
+    tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
+    xz = torch.randn(1, 1001, 2 * config.intermediate_size, device="cuda").to(dtype)
+    x, z = xz.double().chunk(2, dim=-1)
+    with torch.no_grad():
+        ref = torch.stack([ref_mixer.scan_direction_torch(x, z, backward=False),
+                           ref_mixer.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1)], dim=2)
+    cfg = bt._scan_fwd_config(1, tabs.d_inner, 2, xz.device)
+    assert bt._scan_fwd_group_tokens(cfg, 1, tabs.d_inner, 1001, xz.device) > 0  # grouped by default here
+    xdbl = bt._xproj_forward(xz, tabs)
+    grouped = bt._scan_forward(xz, xdbl, tabs)
+    try:
+        bt.SCAN_FWD_GROUPS = False
+        single = bt._scan_forward(xz, xdbl, tabs)
+    finally:
+        bt.SCAN_FWD_GROUPS = True
+    if dtype == torch.float32:
+        assert _rel(grouped, single) < 1e-5
+    else:
+        assert _rel(grouped, single) < 1e-2
+    assert _rel(grouped, ref) < 1.05 * _rel(single, ref) + 1e-6
 
 
 @pytest.mark.gpu

@@ -18,6 +18,7 @@ from transformers import (
 
 from .configuration_videomamba import VIDEOMAMBA_PRESETS, VideoMambaConfig
 from .configuration_videomamba_text import VideoMambaTextConfig
+from .cuda_graphs import CUDAGraphRunner
 from .modeling_videomamba import (
     VideoMambaForImageClassification,
     VideoMambaForVideoClassification,
@@ -73,6 +74,7 @@ __all__ = [
     "VideoMambaForMaskedAlignment",
     "VideoMambaVideoProcessor",
     "average_view_logits",
+    "CUDAGraphRunner",
     "is_mamba_ssm_available",
     "is_triton_scan_available",
     "VideoMambaTextConfig",

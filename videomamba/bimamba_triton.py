@@ -546,12 +546,13 @@ def _from_cols(c, T: tl.constexpr):
 
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_fwd_chunk_kernel(
-    xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr,
-    L, D, dir0,
+    xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr, hin_ptr, sdel_ptr,
+    L, D, dir0, NGRP, GCH,
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l, s_o_dir, s_c,
     K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr,
     PF_DIST: tl.constexpr, ADD: tl.constexpr, VEC: tl.constexpr = False, XREG: tl.constexpr = False,
+    GROUPED: tl.constexpr = False, STATES_ONLY: tl.constexpr = False,
 ):
     """`_scan_fwd_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`) in chunks of T tokens: same grid, tables, x_dbl
     layout and outputs (out2 (B, L, 2, D) with s_o_dir = D, or the summed (B, L, D) with ADD on direction 1's launch).
@@ -563,11 +564,27 @@ def _scan_fwd_chunk_kernel(
     linear scan over the T tokens from the carried state (folded into the first token), the readout summed over the
     states, and the new carry (the last token's state). Only the per-state h update is sequential over tokens; the
     rest of the chain has T-fold instruction-level parallelism. The states' carries, their A (a2) and the dt_proj
-    weights are tuples of (BD,) values (registers)."""
+    weights are tuples of (BD,) values (registers).
+
+    GROUPED (sequence parallelism for small batches; grid (channel blocks, directions, batch * NGRP)): program
+    (.., b * NGRP + k) scans group k, the GCH chunks from scan position p0 = k GCH T. With STATES_ONLY (the first of
+    the two passes, `_scan_forward`): no output; from a zero state, group k < NGRP - 1 leaves its local end state
+    in `hin (B, 2, NGRP, 4 NG, D)` slot k and its sum of delta S_k in `sdel (B, 2, NGRP, D)` slot k. Without it, the
+    program first forms the state entering its group from those, h_in(0) = 0, h_in(j + 1) = exp2(a2 S_j) h_in(j) +
+    (local end state of group j) (the product of exp(delta_t A) over a group is exp(A S_j)), then scans."""
     pid_d = tl.program_id(0)
     dr = tl.program_id(1) + dir0
-    pid_b = tl.program_id(2)
+    grp = 0
+    if GROUPED:
+        pid_b = tl.program_id(2) // NGRP
+        grp = tl.program_id(2) % NGRP
+    else:
+        pid_b = tl.program_id(2)
     step = 1 - 2 * dr
+    c_lo = grp * GCH
+    c_hi = tl.minimum(c_lo + GCH, tl.cdiv(L, T))
+    if STATES_ONLY:
+        c_hi = tl.where(grp == NGRP - 1, c_lo, c_hi)  # the last group's end state is not needed
     offs_d, mask_d, dc, bdt, dsk, cb, w0, w1, w2, w3 = _channel_block(dtb_ptr, dsk_ptr, convw_ptr, convb_ptr, pid_d, dr,
                                                                      D, s_c, BD, K)
     wdt = ()
@@ -592,7 +609,24 @@ def _scan_fwd_chunk_kernel(
     xp1 = tl.zeros([BD], dtype=tl.float32)  # XREG: x of the three tokens before the chunk (scan order)
     xp2 = tl.zeros([BD], dtype=tl.float32)
     xp3 = tl.zeros([BD], dtype=tl.float32)
-    for c in range(0, tl.cdiv(L, T)):
+    if GROUPED:
+        slot0 = (pid_b.to(tl.int64) * 2 + dr) * NGRP
+        if not STATES_ONLY:
+            for j in range(0, grp):  # the state entering this group, from the groups before it
+                sdj = tl.load(sdel_ptr + (slot0 + j) * D + offs_d, mask=mask_d, other=0.0)
+                new_hs = ()
+                for n in tl.static_range(N):
+                    loc = tl.load(hin_ptr + (slot0 + j) * (NP4 * D) + n * D + offs_d, mask=mask_d, other=0.0)
+                    new_hs = new_hs + (_exp2(a2s[n] * sdj, FAST) * hs[n] + loc,)
+                hs = new_hs
+        if XREG:
+            p0v = offs_d * 0 + c_lo * T  # the conv's history: scan positions p0 - 1, p0 - 2, p0 - 3
+            t0 = dr * (L - 1) + step * (c_lo * T)
+            xp1 = tl.load(x_base + (t0 - step) * s_xz_l + dc, mask=mask_d & (p0v >= 1), other=0.0).to(tl.float32)
+            xp2 = tl.load(x_base + (t0 - 2 * step) * s_xz_l + dc, mask=mask_d & (p0v >= 2), other=0.0).to(tl.float32)
+            xp3 = tl.load(x_base + (t0 - 3 * step) * s_xz_l + dc, mask=mask_d & (p0v >= 3), other=0.0).to(tl.float32)
+    sd = tl.zeros([BD], dtype=tl.float32)  # STATES_ONLY: the group's sum of delta
+    for c in range(c_lo, c_hi):
         if PREFETCH:
             if BD == 32:
                 if (c * T) % 32 == 0:
@@ -629,8 +663,9 @@ def _scan_fwd_chunk_kernel(
                 pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
                                              other=0.0).to(tl.float32)
         xc = pre * _sigmoid(pre, FAST, TANH)
-        z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
-        gate = z * _sigmoid(z, FAST, TANH)
+        if not STATES_ONLY:
+            z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
+            gate = z * _sigmoid(z, FAST, TANH)
         # the x_dbl rows: same address in every lane (broadcast loads); rows past the end are row 0
         xdrow = xd_base + (tok * s_xd_l4)[None, :] * 4 + zero2
         dtp = tl.zeros([BD, T], dtype=tl.float32)
@@ -657,24 +692,36 @@ def _scan_fwd_chunk_kernel(
             if VEC:
                 if n % 4 == 0:
                     b4 = _split4(tl.load(xdrow3 + RP4 + n))
-                    c4 = _split4(tl.load(xdrow3 + RP4 + NP4 + n))
+                    if not STATES_ONLY:
+                        c4 = _split4(tl.load(xdrow3 + RP4 + NP4 + n))
                 bn = b4[n % 4]
-                cn = c4[n % 4]
             else:
                 bn = tl.load(xdrow + RP4 + n)
-                cn = tl.load(xdrow + RP4 + NP4 + n)
             a = _exp2(delta * a2s[n][:, None], FAST)
             bx = u * bn
             bx = tl.where(is_first, bx + a * hs[n][:, None], bx)  # the carried state enters the first token
             _, h = tl.associative_scan((a, bx), 1, _lin_combine)
-            y += h * cn
+            if not STATES_ONLY:
+                if VEC:
+                    cn = c4[n % 4]
+                else:
+                    cn = tl.load(xdrow + RP4 + NP4 + n)
+                y += h * cn
             new_hs = new_hs + (tl.sum(tl.where(is_last, h, -0.0), axis=1),)  # the last token's state (x + -0 = x)
         hs = new_hs
-        out = (y + dsk[:, None] * xc) * gate
-        optr = o_base + tok[None, :] * s_o_l + dc2
-        if ADD:
-            out += tl.load(optr, mask=valid2, other=0.0).to(tl.float32)
-        tl.store(optr, out.to(out_ty), mask=valid2)
+        if STATES_ONLY:
+            sd += tl.sum(delta, axis=1)
+        else:
+            out = (y + dsk[:, None] * xc) * gate
+            optr = o_base + tok[None, :] * s_o_l + dc2
+            if ADD:
+                out += tl.load(optr, mask=valid2, other=0.0).to(tl.float32)
+            tl.store(optr, out.to(out_ty), mask=valid2)
+    if STATES_ONLY:
+        if grp < NGRP - 1:
+            for n in tl.static_range(N):
+                tl.store(hin_ptr + (slot0 + grp) * (NP4 * D) + n * D + offs_d, hs[n], mask=mask_d)
+            tl.store(sdel_ptr + (slot0 + grp) * D + offs_d, sd, mask=mask_d)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1612,6 +1659,34 @@ SUM_DIRECTIONS = True
 SCAN_FWD_WARPS_PER_SM = 12
 
 
+# Sequence groups of the v6 forward (small batches): when a launch leaves the GPU mostly idle (at batch 1, 24 warps
+# for 132 multiprocessors), the sequence is cut into groups of whole chunks scanned in parallel, in two passes
+# (`_scan_forward`): the groups' local end states, then the groups' scans from their entering states. The groups aim
+# for SCAN_FWD_FEW_WARPS_PER_SM warps per multiprocessor, each at least SCAN_FWD_GROUP_MIN_TOKENS long, and are used
+# from SCAN_FWD_MIN_GROUPS groups on (the first pass costs about one more scan without its output).
+# `SCAN_FWD_CONFIG["GROUP_TOKENS"]` (v6) forces a group length (tests; also under the interpreter).
+SCAN_FWD_GROUPS = True
+SCAN_FWD_GROUP_MIN_TOKENS = 64
+SCAN_FWD_MIN_GROUPS = 4
+
+
+def _scan_fwd_group_tokens(cfg: dict, batch: int, d_inner: int, length: int, device: torch.device) -> int:
+    """Tokens per sequence group of the v6 forward (a multiple of its chunk T), or 0 for one group."""
+    t_chunk = cfg.get("T", 8)
+    tokens = cfg.get("GROUP_TOKENS")
+    if tokens is None:
+        if not SCAN_FWD_GROUPS or _interpreting() or device.type != "cuda":
+            return 0
+        warps = _cdiv(d_inner, cfg["BD"]) * cfg["num_warps"] * 2 * batch
+        target = torch.cuda.get_device_properties(device).multi_processor_count * SCAN_FWD_FEW_WARPS_PER_SM
+        groups = min(target // warps, length // SCAN_FWD_GROUP_MIN_TOKENS)
+        if groups < max(2, SCAN_FWD_MIN_GROUPS):
+            return 0
+        tokens = _cdiv(length, groups)
+    tokens = t_chunk * _cdiv(max(1, int(tokens)), t_chunk)
+    return tokens if tokens < length else 0
+
+
 def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
     if not SUM_DIRECTIONS:
         return False
@@ -1664,40 +1739,125 @@ def _row_indices(r: int, n: int, device: torch.device):
     return _ROW_INDEX_CACHE[key]
 
 
-class _Tables:
-    """Per-channel parameter tables of both directions in the kernels' float32 layouts (see the kernel docstrings)."""
+@triton.jit
+def _load_dir(p0, p1, dr, offs, mask):
+    """tl.load of direction dr's tensor (p0 for 0, p1 for 1) at offs, as float32 (zero where masked)."""
+    if dr == 0:
+        v = tl.load(p0 + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        v = tl.load(p1 + offs, mask=mask, other=0.0).to(tl.float32)
+    return v
 
-    def __init__(self, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
-        two, d_inner, k = conv_weight.shape
-        r = dt_proj_weight.shape[-1]
-        n = A_log.shape[-1]
-        if two != 2:
-            raise ValueError(f"Expected stacked parameters of 2 directions, got {two}.")
+
+@triton.jit
+def _tables_kernel(
+    cw0, cw1, cb0, cb1, xw0, xw1, dw0, dw1, db0, db1, al0, al1, dk0, dk1,
+    convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a_ptr, a2_ptr, dsk_ptr, wx_ptr, wxh_ptr,
+    D, K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr,
+    PSP: tl.constexpr, HAS_CB: tl.constexpr, HALF: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """`_Tables` from the two directions' parameters (index 0 / 1 of each pointer pair, contiguous, any float
+    dtype): conv weight (D, K), conv bias (D,), x_proj (R + 2N, D), dt_proj weight (D, R) and bias (D,), A_log (D, N),
+    D (D,). Writes (float32) convw (2, K, D), convb (2, D), dtw (2, D, RP4), dtb (2, D), A = -exp(A_log) (2, D, N),
+    a2 = A log2(e) (2, D, NP4), dsk (2, D), wx (2, PSP, D): x_proj's rows at their x_dbl positions (dt rows at 0,
+    B at RP4, C at RP4 + NP4; zero rows elsewhere), with HALF also wxh, wx in wxh's dtype. Grid (cdiv(D, BLOCK_D), 2)."""
+    dr = tl.program_id(1)
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    for j in tl.static_range(K):
+        tl.store(convw_ptr + (dr * K + j) * D + offs_d, _load_dir(cw0, cw1, dr, offs_d * K + j, mask_d), mask=mask_d)
+    if HAS_CB:
+        cb = _load_dir(cb0, cb1, dr, offs_d, mask_d)
+    else:
+        cb = tl.zeros([BLOCK_D], dtype=tl.float32)
+    tl.store(convb_ptr + dr * D + offs_d, cb, mask=mask_d)
+    tl.store(dtb_ptr + dr * D + offs_d, _load_dir(db0, db1, dr, offs_d, mask_d), mask=mask_d)
+    tl.store(dsk_ptr + dr * D + offs_d, _load_dir(dk0, dk1, dr, offs_d, mask_d), mask=mask_d)
+    rows = (dr * D + offs_d)[:, None]
+    r = tl.arange(0, RP4)[None, :]
+    w = _load_dir(dw0, dw1, dr, offs_d[:, None] * R + r, mask_d[:, None] & (r < R))
+    tl.store(dtw_ptr + rows * RP4 + r, w, mask=mask_d[:, None])
+    n = tl.arange(0, NP4)[None, :]
+    a = -_exp_precise(_load_dir(al0, al1, dr, offs_d[:, None] * N + n, mask_d[:, None] & (n < N)))
+    tl.store(a_ptr + rows * N + n, a, mask=mask_d[:, None] & (n < N))
+    tl.store(a2_ptr + rows * NP4 + n, tl.where(n < N, a * 1.4426950408889634, 0.0), mask=mask_d[:, None])
+    p = tl.arange(0, PSP)  # x_dbl position -> x_proj row (-1: a zero row)
+    pb = p - RP4
+    pc = p - RP4 - NP4
+    src = tl.where(p < R, p, -1)
+    src = tl.where((pb >= 0) & (pb < N), R + pb, src)
+    src = tl.where((pc >= 0) & (pc < N), R + N + pc, src)
+    xw = _load_dir(xw0, xw1, dr, src[:, None] * D + offs_d[None, :], (src >= 0)[:, None] & mask_d[None, :])
+    wofs = (dr * PSP + p)[:, None] * D + offs_d[None, :]
+    tl.store(wx_ptr + wofs, xw, mask=mask_d[None, :])
+    if HALF:
+        tl.store(wxh_ptr + wofs, xw.to(wxh_ptr.dtype.element_ty), mask=mask_d[None, :])
+
+
+class _Tables:
+    """Per-channel parameter tables of both directions in the kernels' float32 layouts (see the kernel docstrings),
+    built by one launch of `_tables_kernel`: convw (2, K, D), convb (2, D), dtw (2, D, RP4), dtb (2, D), A (2, D, N),
+    a2 (2, D, NP4), dsk (2, D), wx (2, PSP, D) float32, and wxh: wx in `half_dtype` (None without).
+
+    `_Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)` takes the parameters
+    stacked over the directions (`stacked_mixer_parameters`); `_Tables.from_directions(fwd, bwd)` takes each
+    direction's seven tensors as they are in the module (no stacking copies)."""
+
+    def __init__(self, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D,
+                 half_dtype=None):
+        stacked = (conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        if conv_weight.dim() != 3 or conv_weight.shape[0] != 2:
+            raise ValueError(f"Expected stacked parameters of 2 directions, got conv weights {tuple(conv_weight.shape)}.")
+        self._build([t[0] if t is not None else None for t in stacked],
+                    [t[1] if t is not None else None for t in stacked], half_dtype)
+
+    @classmethod
+    def from_directions(cls, fwd, bwd, half_dtype=None):
+        """fwd, bwd: `(conv_weight (D, 1, K) or (D, K), conv_bias (D,) or None, x_proj_weight (R + 2N, D),
+        dt_proj_weight (D, R), dt_proj_bias (D,), A_log (D, N), D (D,))` of each direction."""
+        tabs = cls.__new__(cls)
+        tabs._build(list(fwd), list(bwd), half_dtype)
+        return tabs
+
+    def _build(self, fwd, bwd, half_dtype):
+        conv_weight, _, x_proj_weight, dt_proj_weight, _, A_log, _ = fwd
+        d_inner, k = conv_weight.shape[0], conv_weight.shape[-1]
+        r, n = dt_proj_weight.shape[-1], A_log.shape[-1]
         if not 1 <= k <= 4:
             raise ValueError(f"The fused Triton scan supports conv kernels of width 1 to 4, got {k}.")
-        if x_proj_weight.shape[1] != r + 2 * n:
-            raise ValueError(f"x_proj has {x_proj_weight.shape[1]} rows, expected dt_rank + 2 * d_state = {r + 2 * n}.")
+        if x_proj_weight.shape[0] != r + 2 * n:
+            raise ValueError(f"x_proj has {x_proj_weight.shape[0]} rows, expected dt_rank + 2 * d_state = {r + 2 * n}.")
+        for f, b in zip(fwd, bwd):
+            if (f is None) != (b is None) or (f is not None and f.shape != b.shape):
+                raise ValueError("The two directions' scan parameters must have the same shapes.")
         self.d_inner, self.k, self.r, self.n = d_inner, k, r, n
         self.rg, self.ng = _next_pow2(_cdiv(r, 4)), _next_pow2(_cdiv(n, 4))  # tl.arange needs powers of 2
         self.rp4, self.np4 = 4 * self.rg, 4 * self.ng
         self.ps = self.rp4 + 2 * self.np4
         self.psp = max(16, _next_pow2(self.ps))
         dev = conv_weight.device
-        f32 = torch.float32
-        self.convw = conv_weight.detach().to(f32).transpose(1, 2).contiguous()  # (2, K, D)
-        self.convb = (
-            conv_bias.detach().to(f32).contiguous() if conv_bias is not None else torch.zeros(2, d_inner, device=dev)
-        )
-        self.dtw = torch.zeros(2, d_inner, self.rp4, device=dev, dtype=f32)
-        self.dtw[..., :r] = dt_proj_weight.detach()
-        self.dtb = dt_proj_bias.detach().to(f32).contiguous()
-        self.A = -torch.exp(A_log.detach().to(f32))  # (2, D, N)
-        self.a2 = torch.zeros(2, d_inner, self.np4, device=dev, dtype=f32)
-        self.a2[..., :n] = self.A * LOG2E
-        self.dsk = D.detach().to(f32).contiguous()
+        sizes = {"convw": (2, k, d_inner), "convb": (2, d_inner), "dtw": (2, d_inner, self.rp4), "dtb": (2, d_inner),
+                 "A": (2, d_inner, n), "a2": (2, d_inner, self.np4), "dsk": (2, d_inner),
+                 "wx": (2, self.psp, d_inner)}
+        buf = torch.empty(sum(math.prod(shape) for shape in sizes.values()), device=dev, dtype=torch.float32)
+        offset = 0
+        for name, shape in sizes.items():
+            size = math.prod(shape)
+            setattr(self, name, buf[offset:offset + size].view(shape))
+            offset += size
+        self.wxh = torch.empty(sizes["wx"], device=dev, dtype=half_dtype) if half_dtype is not None else None
         self.row_index = _row_indices(r, n, dev)
-        self.wx = torch.zeros(2, self.psp, d_inner, device=dev, dtype=f32)
-        self.wx[:, self.row_index] = x_proj_weight.detach().to(f32)
+        args = [t if t is None or t.is_contiguous() else t.contiguous()
+                for pair in zip(fwd, bwd) for t in pair]
+        if args[2] is None:  # no conv bias: any pointer, never read
+            args[2] = args[3] = args[0]
+        block_d = min(64, max(16, _next_pow2(d_inner)))
+        _tables_kernel[(_cdiv(d_inner, block_d), 2)](
+            *args, self.convw, self.convb, self.dtw, self.dtb, self.A, self.a2, self.dsk, self.wx,
+            self.wxh if self.wxh is not None else self.wx, d_inner,
+            K=k, R=r, N=n, RP4=self.rp4, NP4=self.np4, PSP=self.psp, HAS_CB=fwd[1] is not None,
+            HALF=self.wxh is not None, BLOCK_D=block_d, num_warps=4,
+        )
 
 
 PRECISE_FP32 = True
@@ -1717,7 +1877,10 @@ def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
     batch, length, _ = xz.shape
     xdbl = torch.empty(batch, length, 2, tabs.ps, device=xz.device, dtype=torch.float32)
     # half inputs: the weights go in as the input dtype (the kernel rounds them to it anyway): half the bytes
-    wx = tabs.wx if xz.dtype == torch.float32 else tabs.wx.to(xz.dtype)
+    if xz.dtype == torch.float32:
+        wx = tabs.wx
+    else:
+        wx = tabs.wxh if tabs.wxh is not None and tabs.wxh.dtype == xz.dtype else tabs.wx.to(xz.dtype)
     cfg = XPROJ_CONFIG
     fast, tanh = _fast_flags(xz.dtype)
     bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
@@ -1747,19 +1910,35 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
     version = cfg.get("VERSION", 4)
     if version not in (4, 6):
         raise ValueError(f"SCAN_FWD_CONFIG['VERSION'] must be 4 or 6, got {version!r}.")
-    for dir0, num_dirs, add in launches:
-        if version == 6:
-            _scan_fwd_chunk_kernel[(_cdiv(d_inner, cfg["BD"]), num_dirs, batch)](
-                xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out,
-                length, d_inner, dir0, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
-                out.stride(0), out.stride(1), 0 if summed else out.stride(2), 1,
+    if version == 6:
+        t_chunk = cfg.get("T", 8)
+        group_tokens = _scan_fwd_group_tokens(cfg, batch, d_inner, length, xz.device)
+        ngrp, gch = (_cdiv(length, group_tokens), group_tokens // t_chunk) if group_tokens else (1, _cdiv(length, t_chunk))
+        hin = sdel = out  # unused without groups
+        if ngrp > 1:
+            hin = torch.empty(batch, 2, ngrp, tabs.np4, d_inner, device=xz.device, dtype=torch.float32)
+            sdel = torch.empty(batch, 2, ngrp, d_inner, device=xz.device, dtype=torch.float32)
+
+        def chunk_scan(grid_dirs, dir0, add, states_only):
+            _scan_fwd_chunk_kernel[(_cdiv(d_inner, cfg["BD"]), grid_dirs, batch * ngrp)](
+                xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out, hin, sdel,
+                length, d_inner, dir0, ngrp, gch, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4,
+                xdbl.stride(1) // 4, out.stride(0), out.stride(1), 0 if summed else out.stride(2), 1,
                 K=tabs.k, R=tabs.r, N=tabs.n, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps, BD=cfg["BD"],
-                T=cfg.get("T", 8), FAST=fast, TANH=tanh, PREFETCH=cfg["PREFETCH"] and not _interpreting(),
+                T=t_chunk, FAST=fast, TANH=tanh, PREFETCH=cfg["PREFETCH"] and not _interpreting(),
                 PF_DIST=cfg["PF_DIST"], ADD=add, VEC=cfg.get("VEC", False),
-                XREG=cfg.get("XREG", False) and cfg.get("T", 8) in (2, 4, 8), num_warps=cfg["num_warps"],
-                **({"maxnreg": maxnreg} if maxnreg else {}),
+                XREG=cfg.get("XREG", False) and t_chunk in (2, 4, 8), GROUPED=ngrp > 1, STATES_ONLY=states_only,
+                num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
             )
-            continue
+
+        if ngrp > 1:
+            # sequence parallelism: (1) every group's local end state from zero, (2) every group's scan from the
+            # state entering it, which each program forms from the local end states of the groups before it
+            chunk_scan(2, 0, False, True)
+        for dir0, num_dirs, add in launches:
+            chunk_scan(num_dirs, dir0, add, False)
+        return out
+    for dir0, num_dirs, add in launches:
         _scan_fwd_kernel[(_cdiv(d_inner, cfg["BD"]), num_dirs, batch)](
             xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out,
             length, d_inner, dir0, xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
@@ -1972,7 +2151,8 @@ class BiMambaScanFunction(torch.autograd.Function):
     def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
         _check_input(xz)
         xz = xz.contiguous()
-        tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D,
+                       half_dtype=_half_dtype(xz.dtype))
         xdbl = _xproj_forward(xz, tabs)
         out2 = _scan_forward(xz, xdbl, tabs)
         ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
@@ -1993,44 +2173,54 @@ class BiMambaScanFunction(torch.autograd.Function):
         )
 
 
+_SCAN_PARAMETER_NAMES = ("conv_weight", "conv_bias", "x_proj_weight", "dt_proj_weight", "dt_proj_bias", "A_log", "D")
+
+
+def _half_dtype(dtype: torch.dtype):
+    return dtype if dtype in (torch.float16, torch.bfloat16) else None
+
+
+def _mixer_forward(hidden_states, in_weight, in_bias, out_weight, out_bias, tabs: _Tables):
+    """in_proj -> conv + x_proj -> both directions' scans -> out_proj, (B, L, H) -> (B, L, H) (no autograd)."""
+    batch, length, _ = hidden_states.shape
+    xz = F.linear(hidden_states, in_weight, in_bias)
+    _check_input(xz)
+    xdbl = _xproj_forward(xz, tabs)
+    if _sum_directions(batch, tabs.d_inner, xz.device):
+        y = _scan_forward(xz, xdbl, tabs, summed=True)  # out_f + out_b (B, L, D)
+        del xdbl, xz
+        return F.linear(y, out_weight, out_bias)
+    out2 = _scan_forward(xz, xdbl, tabs)
+    del xdbl, xz
+    # out_proj(out_f + out_b) as one product over the concatenated directions: K = 2 * d_inner.
+    return F.linear(out2.view(batch, length, 2 * tabs.d_inner), torch.cat([out_weight, out_weight], dim=1), out_bias)
+
+
 class BiMambaInnerFunction(torch.autograd.Function):
-    """The whole mixer: in_proj -> fused bidirectional scan -> out_proj. Saves only its input and the parameters;
-    the backward recomputes in_proj, x_dbl and the states."""
+    """The whole mixer: in_proj -> fused bidirectional scan -> out_proj. Takes each direction's seven scan
+    parameters as they are in the module (forward direction's, then the backward direction's, in the order of
+    `_SCAN_PARAMETER_NAMES`). Saves only its input and the parameters; the backward recomputes in_proj, x_dbl and
+    the states."""
 
     @staticmethod
-    def forward(ctx, hidden_states, in_weight, in_bias, out_weight, out_bias, conv_weight, conv_bias,
-                x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
-        batch, length, _ = hidden_states.shape
+    def forward(ctx, hidden_states, in_weight, in_bias, out_weight, out_bias, *scan_parameters):
         hidden_states = hidden_states.contiguous()
-        xz = F.linear(hidden_states, in_weight, in_bias)
-        _check_input(xz)
-        tabs = _Tables(conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
-        xdbl = _xproj_forward(xz, tabs)
-        if _sum_directions(batch, tabs.d_inner, xz.device):
-            y = _scan_forward(xz, xdbl, tabs, summed=True)  # out_f + out_b (B, L, D)
-            del xdbl, xz
-            out = F.linear(y, out_weight, out_bias)
-        else:
-            out2 = _scan_forward(xz, xdbl, tabs)
-            del xdbl, xz
-            # out_proj(out_f + out_b) as one product over the concatenated directions: K = 2 * d_inner.
-            out = F.linear(out2.view(batch, length, 2 * tabs.d_inner), torch.cat([out_weight, out_weight], dim=1),
-                           out_bias)
-        ctx.save_for_backward(hidden_states, in_weight, in_bias, out_weight, out_bias, conv_weight, conv_bias,
-                              x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        tabs = _Tables.from_directions(scan_parameters[:7], scan_parameters[7:], _half_dtype(hidden_states.dtype))
+        out = _mixer_forward(hidden_states, in_weight, in_bias, out_weight, out_bias, tabs)
+        ctx.save_for_backward(hidden_states, in_weight, in_bias, out_weight, out_bias, *scan_parameters)
         ctx.tabs = tabs  # the backward's tables too (the saved parameters' version check still guards them)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        (hidden_states, in_weight, in_bias, out_weight, out_bias, conv_weight, conv_bias, x_proj_weight,
-         dt_proj_weight, dt_proj_bias, A_log, D) = ctx.saved_tensors
+        hidden_states, in_weight, in_bias, out_weight, out_bias, *scan_parameters = ctx.saved_tensors
         batch, length, hidden = hidden_states.shape
         xz = F.linear(hidden_states, in_weight, in_bias)
         tabs = ctx.tabs
         xdbl = _xproj_recompute(xz, tabs)
         dout = dout.contiguous().to(xz.dtype)
         dy_inner = torch.matmul(dout, out_weight)  # (B, L, D): the gradient of out_f + out_b
+        A_log = torch.stack([scan_parameters[5], scan_parameters[12]])
         dxz, out_sum, g = _scan_backward(xz, xdbl, dy_inner, 0, tabs, need_out_sum=True, A_log=A_log)
         del xdbl, dy_inner
         dout2d = dout.reshape(batch * length, -1)
@@ -2040,12 +2230,12 @@ class BiMambaInnerFunction(torch.autograd.Function):
         d_hidden = torch.matmul(dxz, in_weight) if ctx.needs_input_grad[0] else None
         d_in_weight = dxz2d.t() @ hidden_states.reshape(batch * length, -1) if in_weight.requires_grad else None
         d_in_bias = dxz2d.sum(0) if in_bias is not None and in_bias.requires_grad else None
-        return (
-            d_hidden, d_in_weight, d_in_bias, d_out_weight, d_out_bias,
-            _cast_grad(g["conv_weight"], conv_weight), _cast_grad(g["conv_bias"], conv_bias),
-            _cast_grad(g["x_proj_weight"], x_proj_weight), _cast_grad(g["dt_proj_weight"], dt_proj_weight),
-            _cast_grad(g["dt_proj_bias"], dt_proj_bias), _cast_grad(g["A_log"], A_log), _cast_grad(g["D"], D),
-        )
+        scan_grads = [
+            _cast_grad(g[name][direction].reshape(param.shape), param) if param is not None else None
+            for direction in (0, 1)
+            for name, param in zip(_SCAN_PARAMETER_NAMES, scan_parameters[7 * direction:7 * direction + 7])
+        ]
+        return (d_hidden, d_in_weight, d_in_bias, d_out_weight, d_out_bias, *scan_grads)
 
 
 def bimamba_scan_fn(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D):
@@ -2105,11 +2295,18 @@ def bimamba_scan_triton(mixer, hidden_states: torch.Tensor) -> torch.Tensor:
     in_weight, out_weight = mixer.in_proj.weight.to(dtype), mixer.out_proj.weight.to(dtype)
     in_bias = mixer.in_proj.bias.to(dtype) if mixer.in_proj.bias is not None else None
     out_bias = mixer.out_proj.bias.to(dtype) if mixer.out_proj.bias is not None else None
-    params = stacked_mixer_parameters(mixer)
+    scan_parameters = []
+    for backward in (False, True):
+        conv, x_proj, dt_proj, A_log, D = mixer.direction_parameters(backward)
+        scan_parameters += [conv.weight, conv.bias, x_proj.weight, dt_proj.weight, dt_proj.bias, A_log, D]
     with torch.autocast(hidden_states.device.type, enabled=False):
-        return BiMambaInnerFunction.apply(
-            hidden_states.to(dtype), in_weight, in_bias, out_weight, out_bias, *params
-        )
+        hidden_states = hidden_states.to(dtype)
+        if torch.is_grad_enabled() and (hidden_states.requires_grad or any(
+                p is not None and p.requires_grad for p in (in_weight, in_bias, out_weight, out_bias, *scan_parameters))):
+            return BiMambaInnerFunction.apply(hidden_states, in_weight, in_bias, out_weight, out_bias, *scan_parameters)
+        # nothing to differentiate (inference): the same computation without the autograd node
+        tabs = _Tables.from_directions(scan_parameters[:7], scan_parameters[7:], _half_dtype(dtype))
+        return _mixer_forward(hidden_states.contiguous(), in_weight, in_bias, out_weight, out_bias, tabs)
 
 
 __all__ = ["bimamba_scan_triton", "bimamba_scan_fn", "stacked_mixer_parameters", "BiMambaScanFunction",
