@@ -472,6 +472,23 @@ def test_interpreter_forward_v6_chunked():
             assert r["v6_vs_f64"] < 1.1 * r["v4_vs_f64"] + 1e-3, (name, r)
 
 
+def test_tables_reject_mismatched_parameters():
+    """The parameter tables check every tensor's shape before the kernel reads it (no out-of-bounds reads)."""
+    from videomamba import bimamba_triton as bt
+    from videomamba.modeling_videomamba import VideoMambaMixer
+
+    mixer = VideoMambaMixer(tiny_config(hidden_size=24, state_size=8), layer_idx=0)
+    params = list(bt.stacked_mixer_parameters(mixer))
+    params[2] = params[2][:, :, :-1]  # x_proj with one channel too few
+    with pytest.raises(ValueError, match="x_proj_weight has shape"):
+        bt._Tables(*params)
+    params = list(bt.stacked_mixer_parameters(mixer))
+    fwd, bwd = [[t[i] if t is not None else None for t in params] for i in (0, 1)]
+    bwd[5] = bwd[5][:, :-1]  # A_log of the backward direction with a state too few
+    with pytest.raises(ValueError, match="A_log must have the same shapes"):
+        bt._Tables.from_directions(fwd, bwd)
+
+
 _TABLES_SCRIPT = textwrap.dedent(
     """
     import json, os, sys

@@ -1827,9 +1827,17 @@ class _Tables:
             raise ValueError(f"The fused Triton scan supports conv kernels of width 1 to 4, got {k}.")
         if x_proj_weight.shape[0] != r + 2 * n:
             raise ValueError(f"x_proj has {x_proj_weight.shape[0]} rows, expected dt_rank + 2 * d_state = {r + 2 * n}.")
-        for f, b in zip(fwd, bwd):
+        expected = {"conv_weight": (d_inner, k), "conv_bias": (d_inner,), "x_proj_weight": (r + 2 * n, d_inner),
+                    "dt_proj_weight": (d_inner, r), "dt_proj_bias": (d_inner,), "A_log": (d_inner, n), "D": (d_inner,)}
+        for name, f, b in zip(_SCAN_PARAMETER_NAMES, fwd, bwd):
             if (f is None) != (b is None) or (f is not None and f.shape != b.shape):
-                raise ValueError("The two directions' scan parameters must have the same shapes.")
+                raise ValueError(f"The two directions' {name} must have the same shapes.")
+            shape = tuple(f.shape) if f is not None else None
+            if name == "conv_weight" and len(shape) == 3 and shape[1] == 1:
+                shape = (shape[0], shape[2])  # nn.Conv1d's depthwise (D, 1, K)
+            if shape is not None and shape != expected[name]:
+                raise ValueError(f"{name} has shape {tuple(f.shape)}, expected {expected[name]} (d_inner {d_inner}, "
+                                 f"conv width {k}, dt_rank {r}, d_state {n}).")
         self.d_inner, self.k, self.r, self.n = d_inner, k, r, n
         self.rg, self.ng = _next_pow2(_cdiv(r, 4)), _next_pow2(_cdiv(n, 4))  # tl.arange needs powers of 2
         self.rp4, self.np4 = 4 * self.rg, 4 * self.ng
