@@ -557,6 +557,57 @@ def test_interpreter_tables_kernel():
         assert r["stacked_err"] == 0.0, (name, r)
 
 
+_XPROJ_TOKENS_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+    import torch
+    from conftest import tiny_config
+    from test_triton_scan import _patch_interpreter, _randomize
+    from videomamba import bimamba_triton as bt
+    from videomamba.modeling_videomamba import VideoMambaMixer
+
+    _patch_interpreter()
+    results = {}
+    # d_inner 48 (one masked 64-channel block) and 192 (a full and a half-masked 128-channel block); conv widths 4,
+    # 3 and 2; lengths inside one 16-token block, at its end, and across blocks with halos on both sides
+    for hidden, conv, lengths in ((24, 4, (1, 3, 16, 19, 37)), (96, 4, (35,)), (24, 3, (21,)), (24, 2, (18,))):
+        torch.manual_seed(hidden + conv)
+        config = tiny_config(hidden_size=hidden, state_size=8, conv_kernel=conv)
+        mixer = _randomize(VideoMambaMixer(config, layer_idx=0))
+        for dtype in (torch.bfloat16, torch.float16):
+            tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer), half_dtype=dtype)
+            for length in lengths:
+                xz = (2 * torch.randn(2, length, 2 * config.intermediate_size)).to(dtype)
+                bt.XPROJ_CONFIG["TOK"] = True
+                tok = bt._xproj_forward(xz, tabs)
+                bt.XPROJ_CONFIG["TOK"] = False
+                tiled = bt._xproj_forward(xz, tabs)
+                bt.XPROJ_CONFIG["TOK"] = True
+                scale = tiled.abs().max().item()
+                results[f"h{hidden}_k{conv}_{str(dtype)[6:]}_L{length}"] = {
+                    "err": (tok - tiled).abs().max().item() / scale, "scale": scale,
+                    "finite": bool(torch.isfinite(tok).all()),
+                }
+    print(json.dumps(results))
+    """
+)
+
+
+def test_interpreter_conv_xproj_tokens_kernel():
+    """`_conv_xproj_tok_kernel` (the half-precision forward's conv + SiLU + x_proj with the tokens in registers)
+    against the tiled kernel: the same x_dbl up to the order of the float32 sums of exact products (the interpreter's
+    half-precision dot), at lengths inside one 16-token block, at its end and across blocks (the conv's history and
+    look-ahead from the neighbouring blocks), channel counts that leave a block partly masked, conv widths 4, 3, 2,
+    bfloat16 and float16."""
+    results = _run_interpreted(_XPROJ_TOKENS_SCRIPT, timeout=300)
+    assert len(results) == 16
+    for name, r in results.items():
+        assert r["finite"] and r["scale"] > 0, (name, r)
+        assert r["err"] < 1e-5, (name, r)
+
+
 def _simulate_reduce_scatter_ptx(ptx, values, lanes):
     """Run the straight-line PTX of `bimamba_triton._reduce_scatter_ptx` on 32 lanes at once (numpy float32):
     `values` (2T, 32) the value operands of every lane, `lanes` (32,) the lane-index operand. Returns the T outputs
@@ -809,6 +860,33 @@ def test_gpu_mixer_vs_float64_and_mamba_ssm(dtype, batch, length):
         pytest.xfail(f"not at least as close as mamba-ssm: {worse}")
     # at least as close to float64 as mamba-ssm's kernels (5% slack where both share the same bf16 GEMMs)
     assert not worse, worse
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_conv_xproj_tokens_kernel_matches_tiled(dtype):
+    """The half-precision forward's tokens-in-registers conv + x_proj kernel against the tiled one at VideoMamba-Ti's
+    width (3 blocks of 128 channels), 16 frames plus the cls token (a partial last block of 16 tokens): the same
+    half-precision products, so equal up to the order of the float32 sums."""
+    from videomamba import bimamba_triton as bt
+    from videomamba.modeling_videomamba import VideoMambaMixer
+    from videomamba import VideoMambaConfig
+
+    config = VideoMambaConfig.from_preset("tiny", scan_backend="triton")
+    torch.manual_seed(0)
+    mixer = _randomize(VideoMambaMixer(config, layer_idx=0)).cuda().to(dtype)
+    tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer), half_dtype=dtype)
+    xz = torch.randn(3, 3137, 2 * config.intermediate_size, device="cuda").to(dtype)
+    try:
+        bt.XPROJ_CONFIG["TOK"] = True
+        tok = bt._xproj_forward(xz, tabs)
+        bt.XPROJ_CONFIG["TOK"] = False
+        tiled = bt._xproj_forward(xz, tabs)
+    finally:
+        bt.XPROJ_CONFIG["TOK"] = True
+    assert torch.isfinite(tok).all()
+    assert (tok - tiled).abs().max().item() <= 1e-5 * tiled.abs().max().item()
 
 
 @pytest.mark.gpu

@@ -15,7 +15,9 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
 
 * `_conv_xproj_kernel` / `_conv_xproj_dir_kernel` (both directions per program, or one): conv + SiLU straight from
   the `in_proj` output, and the `x_proj` products on the tensor cores, writing only `x_dbl` `(batch, length, 2,
-  R + 2N)` in float32. `xc` is never written.
+  R + 2N)` in float32. `xc` is never written. With half-precision products (the forward at half inputs)
+  `_conv_xproj_tok_kernel`: the same with each lane holding one channel's 16 tokens, so that both directions' conv
+  taps come from one load per (token, channel).
 * `_scan_fwd_kernel`: one program per (channel block, direction, sample) walks the sequence in its direction, two
   tokens per loop iteration, each lane owning one channel's `N` states in registers, the next token's loads issued
   during the current one and rows further ahead prefetched into L2. It reads `x`, `z` and its `x_dbl` row,
@@ -252,6 +254,104 @@ def _conv_xproj_kernel(
             acc_b = tl.dot(xc_b.to(op_dtype), w_b.to(op_dtype), acc_b)
     out_mask = (offs_t < L)[:, None] & (offs_p < PS)[None, :]
     out = xdbl_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[:, None] * s_xd_l + offs_p[None, :]
+    tl.store(out, acc_f, mask=out_mask)
+    tl.store(out + PS, acc_b, mask=out_mask)
+
+
+@triton.jit
+def _cols16(x):
+    """(BC, 16) -> the tuple of its 16 columns (BC,) in order (register renames: the token axis is in-thread)."""
+    ev, od = tl.split(tl.reshape(x, (x.shape[0], 8, 2)))  # columns 0, 2, .., 14 and 1, 3, .., 15
+    ce = _cols(ev, 8)
+    co = _cols(od, 8)
+    res = ()
+    for i in tl.static_range(8):
+        res = res + (ce[i], co[i])
+    return res
+
+
+@triton.jit
+def _from_cols16(c):
+    """The inverse of `_cols16`: 16 columns (BC,) -> (BC, 16)."""
+    ce = ()
+    co = ()
+    for i in tl.static_range(8):
+        ce = ce + (c[2 * i],)
+        co = co + (c[2 * i + 1],)
+    return tl.reshape(tl.join(_from_cols(ce, 8), _from_cols(co, 8)), (c[0].shape[0], 16))
+
+
+@triton.jit
+def _conv_silu_cols(seq, convw_ptr, convb_ptr, D, offs_c, mask_c, DR: tl.constexpr, K: tl.constexpr,
+                    FAST: tl.constexpr, TANH: tl.constexpr):
+    """silu(conv_dir(x) + bias_dir) for 16 tokens -> (BC, 16) float32, from `seq`: the columns (BC,) of the tokens
+    t0 - 3 .. t0 + 18 (index i is token t0 - 3 + i). Direction 0 sums w[K - 1 - j] x[t - j], direction 1 (looking
+    ahead) w[K - 1 - j] x[t + j], j = 0 .. K - 1, in that order from the bias (as `_conv_xproj_kernel`)."""
+    pre = tl.zeros([offs_c.shape[0], 16], dtype=tl.float32) + tl.load(convb_ptr + DR * D + offs_c, mask=mask_c,
+                                                                      other=0.0)[:, None]
+    for j in tl.static_range(K):
+        w = tl.load(convw_ptr + (DR * K + K - 1 - j) * D + offs_c, mask=mask_c, other=0.0)
+        cols = ()
+        for k in tl.static_range(16):
+            cols = cols + (seq[3 + k - j * (1 - 2 * DR)],)
+        pre += w[:, None] * _from_cols16(cols)
+    return pre * _sigmoid(pre, FAST, TANH)
+
+
+@triton.jit(do_not_specialize=["s_c"])
+def _conv_xproj_tok_kernel(
+    xz_ptr, convw_ptr, convb_ptr, wx_ptr, xdbl_ptr,
+    L, D,
+    s_xz_b, s_xd_b, s_xd_l, s_c,
+    S_XZ_L: tl.constexpr, PS: tl.constexpr, PSP: tl.constexpr, K: tl.constexpr,
+    BC: tl.constexpr, PREC: tl.constexpr, FAST: tl.constexpr = False, TANH: tl.constexpr = False,
+):
+    """`_conv_xproj_kernel` with the tokens in registers (K <= 4): program (16 tokens, sample) for both directions,
+    grid (cdiv(L, 16), B); same inputs and outputs, the same conv and SiLU arithmetic.
+
+    Per block of BC channels, a (BC, 16) tile with the channels across the lanes and the 16 tokens in each lane's
+    registers (`s_c` = 1 at run time, not specialised, so that the compiler does not vectorise along channels), plus
+    the three tokens on either side as (BC,) columns: both directions' conv taps are register picks of one load per
+    (token, channel), not K shifted tile loads and conversions per direction. Then SiLU, and per direction x_dbl^T
+    (PSP, 16) += x_proj (PSP, BC) @ xc (BC, 16), the weights as the tensor cores' A operand (rows past PS, zero
+    padding, not read). The row stride S_XZ_L is a compile-time constant: the tokens' addresses are immediate offsets
+    from the block's first token."""
+    pid_t = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    t0 = pid_t * 16
+    offs_t = t0 + tl.arange(0, 16)
+    offs_p = tl.arange(0, PSP)
+    x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b + t0 * S_XZ_L
+    acc_f = tl.zeros([PSP, 16], dtype=tl.float32)  # transposed: the tokens' x_dbl rows as columns
+    acc_b = tl.zeros([PSP, 16], dtype=tl.float32)
+    for c0 in range(0, D, BC):
+        offs_c = c0 + tl.arange(0, BC)
+        mask_c = offs_c < D
+        xblk = x_base + offs_c * s_c  # (BC,): the block's first token
+        xt = tl.load(xblk[:, None] + (tl.arange(0, 16) * S_XZ_L)[None, :],
+                     mask=mask_c[:, None] & (offs_t < L)[None, :], other=0.0).to(tl.float32)
+        tv = offs_c * 0 + t0
+        before = ()
+        after = ()
+        for j in tl.static_range(3):
+            before = before + (tl.load(xblk + (j - 3) * S_XZ_L, mask=mask_c & (tv + j >= 3), other=0.0).to(tl.float32),)
+            after = after + (tl.load(xblk + (16 + j) * S_XZ_L, mask=mask_c & (tv + 16 + j < L),
+                                     other=0.0).to(tl.float32),)
+        seq = before + _cols16(xt) + after
+        xc_f = _conv_silu_cols(seq, convw_ptr, convb_ptr, D, offs_c, mask_c, 0, K, FAST, TANH)
+        xc_b = _conv_silu_cols(seq, convw_ptr, convb_ptr, D, offs_c, mask_c, 1, K, FAST, TANH)
+        wmask = mask_c[None, :] & (offs_p < PS)[:, None]
+        w_f = tl.load(wx_ptr + offs_p[:, None] * D + offs_c[None, :], mask=wmask, other=0.0)
+        w_b = tl.load(wx_ptr + PSP * D + offs_p[:, None] * D + offs_c[None, :], mask=wmask, other=0.0)
+        if PREC != "half":
+            acc_f = tl.dot(w_f, xc_f, acc_f, input_precision=PREC)
+            acc_b = tl.dot(w_b, xc_b, acc_b, input_precision=PREC)
+        else:
+            op_dtype = xz_ptr.dtype.element_ty
+            acc_f = tl.dot(w_f.to(op_dtype), xc_f.to(op_dtype), acc_f)
+            acc_b = tl.dot(w_b.to(op_dtype), xc_b.to(op_dtype), acc_b)
+    out_mask = (offs_t < L)[None, :] & (offs_p < PS)[:, None]
+    out = xdbl_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[None, :] * s_xd_l + offs_p[:, None]
     tl.store(out, acc_f, mask=out_mask)
     tl.store(out + PS, acc_b, mask=out_mask)
 
@@ -1717,7 +1817,13 @@ SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "
                    "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4, "RS_SMEM": True}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
-XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True}
+# TOK (session 8): half-precision products by `_conv_xproj_tok_kernel` (tokens in registers, 19 instead of 27 SASS
+# instructions per channel, token and direction): batch 128 x 16 frames 0.56 -> 0.51 ms, 32 x 16 0.16 -> 0.145, 16 x
+# 64 0.28 -> 0.25 (outputs bitwise equal); 2 pipeline stages 0.62, 3 0.78; two or four 16-token blocks per program
+# (the weights read half / a quarter as often) 0.55 / 0.57 (209 / 255 registers). The backward's float32-accurate
+# recompute keeps the tiled kernel: tf32x3 products of the tokens kernel 0.43 -> 0.54 ms at batch 32 x 16 frames.
+XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True,
+                "TOK": True, "TOK_BC": 128, "TOK_WARPS": 4, "TOK_STAGES": 1}
 # x_proj / SiLU backward (one direction per program) and conv backward (weight-gradient products summed once per
 # program, not per tile); PROGRAMS: the programs the token splits aim for. Picked by `bench_scan_bwd.py --aux`
 # (H100, batch 32 x 16 frames, whole layer backward 10.39 -> 10.17 ms; 12.11 before these kernels were reworked;
@@ -1889,8 +1995,25 @@ def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
         wx = tabs.wx
     else:
         wx = tabs.wxh if tabs.wxh is not None and tabs.wxh.dtype == xz.dtype else tabs.wx.to(xz.dtype)
-    cfg = XPROJ_CONFIG
     fast, tanh = _fast_flags(xz.dtype)
+    _conv_xproj(xz, tabs, wx, xdbl, "ieee" if xz.dtype == torch.float32 else "half", fast, tanh)
+    return xdbl
+
+
+def _conv_xproj(xz, tabs: _Tables, wx, xdbl, prec: str, fast: bool, tanh: bool):
+    """Launch the conv + SiLU + x_proj kernel: xz (B, L, 2D) -> xdbl (B, L, 2, PS). Half-precision products ("half")
+    take the tokens-in-registers kernel where XPROJ_CONFIG["TOK"] is set and the conv is at most 4 wide, the others
+    the tiled kernels."""
+    batch, length, _ = xz.shape
+    cfg = XPROJ_CONFIG
+    if prec == "half" and cfg.get("TOK", False) and tabs.k <= 4:
+        _conv_xproj_tok_kernel[(_cdiv(length, 16), batch)](
+            xz, tabs.convw, tabs.convb, wx, xdbl,
+            length, tabs.d_inner, xz.stride(0), xdbl.stride(0), xdbl.stride(1), 1,
+            S_XZ_L=xz.stride(1), PS=tabs.ps, PSP=tabs.psp, K=tabs.k,
+            BC=min(cfg["TOK_BC"], max(16, _next_pow2(tabs.d_inner))), PREC=prec, FAST=fast, TANH=tanh, num_warps=cfg["TOK_WARPS"], num_stages=cfg["TOK_STAGES"],
+        )
+        return
     bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
     kernel, grid = _conv_xproj_kernel, (_cdiv(length, cfg["BT"]), batch)
     if cfg.get("SPLIT", False):
@@ -1898,10 +2021,9 @@ def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
     kernel[grid](
         xz, tabs.convw, tabs.convb, wx, xdbl,
         length, tabs.d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1),
-        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, PREC="ieee" if xz.dtype == torch.float32 else "half",
+        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, PREC=prec,
         FAST=fast, TANH=tanh, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    return xdbl
 
 
 def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: bool = False) -> torch.Tensor:
@@ -1966,18 +2088,8 @@ def _xproj_recompute(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
     ~1e-6 relative, far under the half-precision input's own; "ieee": float32 FMAs, several times slower)."""
     batch, length, _ = xz.shape
     xdbl = torch.empty(batch, length, 2, tabs.ps, device=xz.device, dtype=torch.float32)
-    cfg = XPROJ_CONFIG
-    bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
     prec = "ieee" if xz.dtype == torch.float32 or _interpreting() else XPROJ_RECOMPUTE_PRECISION
-    kernel, grid = _conv_xproj_kernel, (_cdiv(length, cfg["BT"]), batch)
-    if cfg.get("SPLIT", False):
-        kernel, grid = _conv_xproj_dir_kernel, (_cdiv(length, cfg["BT"]), batch, 2)
-    kernel[grid](
-        xz, tabs.convw, tabs.convb, tabs.wx, xdbl,
-        length, tabs.d_inner, xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1),
-        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=cfg["BT"], BC=bc, PREC=prec,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    _conv_xproj(xz, tabs, tabs.wx, xdbl, prec, False, False)
     return xdbl
 
 
