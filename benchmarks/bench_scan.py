@@ -70,14 +70,15 @@ SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-fir
     "scan v6 T4 vec maxnreg128": dict(VERSION=6, BD=32, num_warps=1, T=4, VEC=True, maxnreg=128),
     "scan v6 T8 xreg": dict(VERSION=6, BD=32, num_warps=1, T=8, XREG=True, maxnreg=None),
 }
-XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG (SPLIT: one direction per program)
-    "conv+x_proj BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=False),
-    "conv+x_proj BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2, SPLIT=False),
-    "conv+x_proj split BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=True),
-    "conv+x_proj split BT64 BC32 w4": dict(BT=64, BC=32, num_warps=4, num_stages=2, SPLIT=True),
-    "conv+x_proj split BT64 BC32 w4 s3": dict(BT=64, BC=32, num_warps=4, num_stages=3, SPLIT=True),
-    "conv+x_proj split BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2, SPLIT=True),
-    "conv+x_proj split BT128 BC64 w8": dict(BT=128, BC=64, num_warps=8, num_stages=2, SPLIT=True),
+XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG (SPLIT: one direction per program; TOK: the tokens-in-registers kernel)
+    "conv+x_proj tokens s2": dict(TOK=True, TOK_STAGES=2),
+    "conv+x_proj BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=False, TOK=False),
+    "conv+x_proj BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2, SPLIT=False, TOK=False),
+    "conv+x_proj split BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=True, TOK=False),
+    "conv+x_proj split BT64 BC32 w4": dict(BT=64, BC=32, num_warps=4, num_stages=2, SPLIT=True, TOK=False),
+    "conv+x_proj split BT64 BC32 w4 s3": dict(BT=64, BC=32, num_warps=4, num_stages=3, SPLIT=True, TOK=False),
+    "conv+x_proj split BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2, SPLIT=True, TOK=False),
+    "conv+x_proj split BT128 BC64 w8": dict(BT=128, BC=64, num_warps=8, num_stages=2, SPLIT=True, TOK=False),
 }
 BWD_VARIANTS = {  # changes to SCAN_BWD_CONFIG (benchmarks/bench_scan_bwd.py has the full set)
     "bwd T4": dict(T=4),
