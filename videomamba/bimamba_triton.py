@@ -195,6 +195,18 @@ def _prefetch_l1(ptrs):
 # forward kernels
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
+def _xproj_dot(a, b, acc, op_dtype, PREC: tl.constexpr):
+    """acc + a @ b for the conv + x_proj kernels. PREC "half": both operands rounded to the input dtype op_dtype for the
+    tensor cores (xc as the stock path rounds it; the weights are exact in it); "ieee" (float32 products) or "tf32x3"
+    (float32 operands split in three tensor-core products, ~float32 accurate)."""
+    if PREC != "half":
+        res = tl.dot(a, b, acc, input_precision=PREC)
+    else:
+        res = tl.dot(a.to(op_dtype), b.to(op_dtype), acc)
+    return res
+
+
+@triton.jit
 def _conv_xproj_kernel(
     xz_ptr, convw_ptr, convb_ptr, wx_ptr, xdbl_ptr,
     L, D,
@@ -206,8 +218,7 @@ def _conv_xproj_kernel(
 
     xz: (B, L, 2D) with x = [..., :D]; convw: (2, K, D) fp32; convb: (2, D) fp32; wx: (2, PSP, D) fp32, x_proj
     rows scattered to the padded row layout (zero rows elsewhere); xdbl: (B, L, 2, PS) fp32. Grid (cdiv(L, BT), B).
-    PREC: "half" (xc and the weights rounded to the input dtype for the tensor cores, as the stock path does),
-    "ieee" (float32 products) or "tf32x3" (float32 operands split in three tensor-core products, ~float32 accurate).
+    PREC: the products' precision (`_xproj_dot`).
     """
     pid_t = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -244,14 +255,8 @@ def _conv_xproj_kernel(
         xc_b = pre_b * _sigmoid(pre_b, FAST, TANH)
         w_f = tl.load(wx_ptr + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
         w_b = tl.load(wx_ptr + PSP * D + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
-        if PREC != "half":  # float32 operands: "ieee" products, or "tf32x3" (three tensor-core products)
-            acc_f = tl.dot(xc_f, w_f, acc_f, input_precision=PREC)
-            acc_b = tl.dot(xc_b, w_b, acc_b, input_precision=PREC)
-        else:
-            # half inputs: xc rounded to the input dtype as the stock path does, weights exact in it
-            op_dtype = xz_ptr.dtype.element_ty
-            acc_f = tl.dot(xc_f.to(op_dtype), w_f.to(op_dtype), acc_f)
-            acc_b = tl.dot(xc_b.to(op_dtype), w_b.to(op_dtype), acc_b)
+        acc_f = _xproj_dot(xc_f, w_f, acc_f, xz_ptr.dtype.element_ty, PREC)
+        acc_b = _xproj_dot(xc_b, w_b, acc_b, xz_ptr.dtype.element_ty, PREC)
     out_mask = (offs_t < L)[:, None] & (offs_p < PS)[None, :]
     out = xdbl_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[:, None] * s_xd_l + offs_p[None, :]
     tl.store(out, acc_f, mask=out_mask)
@@ -343,13 +348,8 @@ def _conv_xproj_tok_kernel(
         wmask = mask_c[None, :] & (offs_p < PS)[:, None]
         w_f = tl.load(wx_ptr + offs_p[:, None] * D + offs_c[None, :], mask=wmask, other=0.0)
         w_b = tl.load(wx_ptr + PSP * D + offs_p[:, None] * D + offs_c[None, :], mask=wmask, other=0.0)
-        if PREC != "half":
-            acc_f = tl.dot(w_f, xc_f, acc_f, input_precision=PREC)
-            acc_b = tl.dot(w_b, xc_b, acc_b, input_precision=PREC)
-        else:
-            op_dtype = xz_ptr.dtype.element_ty
-            acc_f = tl.dot(w_f.to(op_dtype), xc_f.to(op_dtype), acc_f)
-            acc_b = tl.dot(w_b.to(op_dtype), xc_b.to(op_dtype), acc_b)
+        acc_f = _xproj_dot(w_f, xc_f, acc_f, xz_ptr.dtype.element_ty, PREC)
+        acc_b = _xproj_dot(w_b, xc_b, acc_b, xz_ptr.dtype.element_ty, PREC)
     out_mask = (offs_t < L)[None, :] & (offs_p < PS)[:, None]
     out = xdbl_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[None, :] * s_xd_l + offs_p[:, None]
     tl.store(out, acc_f, mask=out_mask)
@@ -389,11 +389,7 @@ def _conv_xproj_dir_kernel(
             pre += w[None, :] * xj
         xc = pre * _sigmoid(pre, FAST, TANH)
         wd = tl.load(wx_ptr + dr * PSP * D + offs_p[None, :] * D + offs_c[:, None], mask=mask_c[:, None], other=0.0)
-        if PREC != "half":
-            acc = tl.dot(xc, wd, acc, input_precision=PREC)
-        else:
-            op_dtype = xz_ptr.dtype.element_ty
-            acc = tl.dot(xc.to(op_dtype), wd.to(op_dtype), acc)
+        acc = _xproj_dot(xc, wd, acc, xz_ptr.dtype.element_ty, PREC)
     out_mask = (offs_t < L)[:, None] & (offs_p < PS)[None, :]
     out = xdbl_ptr + pid_b.to(tl.int64) * s_xd_b + offs_t[:, None] * s_xd_l + dr * PS + offs_p[None, :]
     tl.store(out, acc, mask=out_mask)
