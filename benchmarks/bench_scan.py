@@ -72,6 +72,7 @@ SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-fir
 }
 XPROJ_VARIANTS = {  # changes to XPROJ_CONFIG (SPLIT: one direction per program; TOK: the tokens-in-registers kernel)
     "conv+x_proj tokens s2": dict(TOK=True, TOK_STAGES=2),
+    "conv+x_proj tokens uncapped": dict(TOK=True, TOK_MAXNREG=None),
     "conv+x_proj BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=False, TOK=False),
     "conv+x_proj BT128 BC32 w4": dict(BT=128, BC=32, num_warps=4, num_stages=2, SPLIT=False, TOK=False),
     "conv+x_proj split BT64 BC64 w4": dict(BT=64, BC=64, num_warps=4, num_stages=2, SPLIT=True, TOK=False),

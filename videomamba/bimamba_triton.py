@@ -1818,8 +1818,12 @@ SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "
 # 64 0.28 -> 0.25 (outputs bitwise equal); 2 pipeline stages 0.62, 3 0.78; two or four 16-token blocks per program
 # (the weights read half / a quarter as often) 0.55 / 0.57 (209 / 255 registers). The backward's float32-accurate
 # recompute keeps the tiled kernel: tf32x3 products of the tokens kernel 0.43 -> 0.54 ms at batch 32 x 16 frames.
+# TOK_MAXNREG (session 9): the tokens kernel capped at 128 registers (148 uncapped; 32 bytes of stack), so that the
+# register file no longer limits it to 3 programs per multiprocessor: three A/B rounds (H100, bf16, Ti) batch 128 x
+# 16 frames 0.58-0.61 -> 0.56-0.59 ms, 32 x 16 0.206-0.213 -> 0.198-0.200, 16 x 64 0.343-0.349 -> 0.326-0.330; whole
+# forward 1,173-1,174 -> 1,181-1,182 videos/s (batch 128 x 16 frames); x_dbl bitwise equal.
 XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True,
-                "TOK": True, "TOK_BC": 128, "TOK_WARPS": 4, "TOK_STAGES": 1}
+                "TOK": True, "TOK_BC": 128, "TOK_WARPS": 4, "TOK_STAGES": 1, "TOK_MAXNREG": 128}
 # x_proj / SiLU backward (one direction per program) and conv backward (weight-gradient products summed once per
 # program, not per tile); PROGRAMS: the programs the token splits aim for. Picked by `bench_scan_bwd.py --aux`
 # (H100, batch 32 x 16 frames, whole layer backward 10.39 -> 10.17 ms; 12.11 before these kernels were reworked;
@@ -2007,7 +2011,9 @@ def _conv_xproj(xz, tabs: _Tables, wx, xdbl, prec: str, fast: bool, tanh: bool):
             xz, tabs.convw, tabs.convb, wx, xdbl,
             length, tabs.d_inner, xz.stride(0), xdbl.stride(0), xdbl.stride(1), 1,
             S_XZ_L=xz.stride(1), PS=tabs.ps, PSP=tabs.psp, K=tabs.k,
-            BC=min(cfg["TOK_BC"], max(16, _next_pow2(tabs.d_inner))), PREC=prec, FAST=fast, TANH=tanh, num_warps=cfg["TOK_WARPS"], num_stages=cfg["TOK_STAGES"],
+            BC=min(cfg["TOK_BC"], max(16, _next_pow2(tabs.d_inner))), PREC=prec, FAST=fast, TANH=tanh,
+            num_warps=cfg["TOK_WARPS"], num_stages=cfg["TOK_STAGES"],
+            **({"maxnreg": cfg["TOK_MAXNREG"]} if cfg.get("TOK_MAXNREG") else {}),
         )
         return
     bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
