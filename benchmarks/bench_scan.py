@@ -54,6 +54,8 @@ SCAN_VARIANTS = {  # changes to bimamba_triton.SCAN_FWD_CONFIG (v4: channels-fir
     # v4 with the channel blocks of one (direction, sample) in one program, a warp per 32 channels: the warps share
     # each token's x_dbl row through L1 (one warp's load misses, the others hit) instead of 12 programs going to L2
     "scan as found": dict(),
+    "scan not lean": dict(LEAN=False),
+    "scan not lean, masked": dict(LEAN=False, EVEN=False),
     "scan v4 BD32 w1": dict(BD=32, num_warps=1),
     "scan v4 BD64 w2": dict(BD=64, num_warps=2),
     "scan v4 BD128 w4": dict(BD=128, num_warps=4),

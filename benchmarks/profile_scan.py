@@ -131,7 +131,8 @@ def main():
         config, mixer, xz, tabs, xdbl = setup(128)
         with torch.inference_mode():
             bt._xproj_forward(xz, tabs)
-            bt._scan_forward(xz, xdbl, tabs)
+            # as the model runs it at this batch: the directions summed (two launches) or per direction
+            bt._scan_forward(xz, xdbl, tabs, summed=bt._sum_directions(128, tabs.d_inner, xz.device))
         del xz, xdbl
         torch.cuda.empty_cache()
         run_backward_once(32)

@@ -23,9 +23,9 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
   during the current one and rows further ahead prefetched into L2. It reads `x`, `z` and its `x_dbl` row,
   recomputes the conv, computes `dt_proj` and softplus in registers, and writes the gated output. At large batches
   the mixer sums the directions in one `(batch, length, d_inner)` buffer (direction 0's launch writes it, direction
-  1's adds to it), so `out_proj` is one GEMM with K = d_inner; when both directions' programs fit one wave of the GPU
-  (training batches) one launch writes `out2 (batch, length, 2, d_inner)` and `out_proj` takes K = 2 d_inner;
-  `bimamba_scan_fn` always returns `out2`.
+  1's adds to it and gates the sum once), so `out_proj` is one GEMM with K = d_inner; when both directions' programs
+  fit one wave of the GPU (training batches) one launch writes `out2 (batch, length, 2, d_inner)` and `out_proj`
+  takes K = 2 d_inner; `bimamba_scan_fn` always returns `out2`.
 * `_scan_fwd_chunk_kernel` (v6): the same computation in chunks of T tokens as (channels, T) register tiles:
   everything but the state recurrence vectorised over the chunk, the recurrence an in-register scan over the chunk's
   tokens per state. It runs the launches with few warps (`SCAN_FWD_FEW_WARPS_CONFIG`: training batches, small
@@ -119,7 +119,7 @@ def _softplus(x, FAST: tl.constexpr):
     FAST (half-precision inputs): log1p(u) = ln2 * lg2.approx(1 + u), or u (1 - u / 2) below u = 2^-7 where 1 + u
     would round away u's low bits (relative error under 1e-5 everywhere, far under the inputs' rounding).
     Otherwise fp32-accurate with one exp2 and one division: log1p(u) = 2 atanh(s), s = u / (2 + u) <= 1/3."""
-    u = _exp2(-tl.abs(x) * 1.4426950408889634, FAST)
+    u = _exp2(tl.abs(x) * -1.4426950408889634, FAST)
     if FAST:
         lg = tl.inline_asm_elementwise(
             "lg2.approx.ftz.f32 $0, $1;", "=f,f", [1.0 + u], dtype=tl.float32, is_pure=True, pack=1
@@ -396,18 +396,55 @@ def _conv_xproj_dir_kernel(
 
 
 @triton.jit
+def _tanh_approx(x):
+    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _flat_sum(x, BD: tl.constexpr):
+    """Sum of a (BD, 4, G) tile over its last two axes as one in-lane chain (one multiply, then FMAs) rather than
+    four chains joined by adds."""
+    return tl.sum(tl.reshape(x, (BD, x.shape[1] * x.shape[2]), can_reorder=True), axis=1)
+
+
+@triton.jit
 def _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                FAST: tl.constexpr, TANH: tl.constexpr):
+                FAST: tl.constexpr, TANH: tl.constexpr, LEAN: tl.constexpr = False):
     """One token of one direction: conv over (xt, xp1, xp2, xp3) (this, then earlier tokens in scan order), SiLU,
     dt_proj + softplus, state update, readout, D skip and gate. Tiles: h, a2, bv, cv (BD, 4, NG); wdt, dtl
-    (BD, 4, RG); the rest (BD,). Returns the new state and the gated output (BD,)."""
+    (BD, 4, RG); the rest (BD,). Returns the new state and the gated output (BD,).
+    LEAN (with TANH): the conv taps come halved, so that pre is half the conv output and SiLU = pre + pre tanh(pre);
+    the dt_proj and readout sums as single chains; the output is returned ungated (`_scan_out` gates it)."""
     pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
-    xc = pre * _sigmoid(pre, FAST, TANH)
-    delta = _softplus(tl.sum(tl.sum(wdt * dtl, axis=2), axis=1) + bdt, FAST)
+    if LEAN:
+        xc = pre + pre * _tanh_approx(pre)
+        delta = _softplus(_flat_sum(wdt * dtl, wdt.shape[0]) + bdt, FAST)
+    else:
+        xc = pre * _sigmoid(pre, FAST, TANH)
+        delta = _softplus(tl.sum(tl.sum(wdt * dtl, axis=2), axis=1) + bdt, FAST)
     a = _exp2(a2 * delta[:, None, None], FAST)
     h = a * h + bv * (delta * xc)[:, None, None]
-    y = tl.sum(tl.sum(h * cv, axis=2), axis=1) + dsk * xc
-    return h, y * (zt * _sigmoid(zt, FAST, TANH))
+    if LEAN:
+        return h, _flat_sum(h * cv, h.shape[0]) + dsk * xc  # ungated: `_scan_out` gates
+    else:
+        y = tl.sum(tl.sum(h * cv, axis=2), axis=1) + dsk * xc
+        return h, y * (zt * _sigmoid(zt, FAST, TANH))
+
+
+@triton.jit
+def _scan_out(out, pv, zt, ADD: tl.constexpr, LEAN: tl.constexpr, GATE: tl.constexpr):
+    """The value a token stores: `_scan_token`'s output plus, with ADD, the value already there (pv). LEAN: the output
+    comes ungated, and with GATE the sum is gated once here, z silu(z) = hz + hz tanh(hz), hz = z / 2 (so the first of
+    two summed directions stores its output ungated and the second gates both)."""
+    if LEAN:
+        if ADD:
+            out = out + pv
+        if GATE:
+            yz = out * (zt * 0.5)
+            out = yz + yz * _tanh_approx(zt * 0.5)
+        return out
+    else:
+        return out + pv  # pv: zeros without ADD
 
 
 @triton.jit
@@ -461,7 +498,8 @@ def _scan_fwd_kernel(
     s_xz_b, s_xz_l, s_xd_b4, s_xd_l4, s_o_b, s_o_l, s_o_dir,
     K: tl.constexpr, RG: tl.constexpr, NG: tl.constexpr, PS: tl.constexpr, BD: tl.constexpr,
     FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr, PF_DIST: tl.constexpr,
-    PIPE: tl.constexpr, UNROLL: tl.constexpr, ADD: tl.constexpr,
+    PIPE: tl.constexpr, UNROLL: tl.constexpr, ADD: tl.constexpr, LEAN: tl.constexpr = False,
+    GATE: tl.constexpr = True, EVEN: tl.constexpr = False,
 ):
     """One direction of the selective scan for BD channels of one sample, gated, into out[b, :, (dir,) :].
 
@@ -484,7 +522,10 @@ def _scan_fwd_kernel(
     dr = tl.program_id(1) + dir0
     pid_b = tl.program_id(2)
     offs_d = pid_d * BD + tl.arange(0, BD)
-    mask_d = offs_d < D
+    if EVEN:  # D a multiple of BD: every channel in range, loads and stores unmasked
+        mask_d = tl.full([BD], 1, tl.int1)
+    else:
+        mask_d = offs_d < D
     g_n = tl.arange(0, NG)[None, None, :]
     g_r = tl.arange(0, RG)[None, None, :]
     v4 = tl.arange(0, 4)[None, :, None]
@@ -498,6 +539,13 @@ def _scan_fwd_kernel(
     bdt = tl.load(dtb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
     dsk = tl.load(dsk_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
     cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, offs_d, mask_d, K)
+    LEAN_T: tl.constexpr = LEAN and TANH
+    if LEAN_T:  # `_scan_token` LEAN: the conv's output halved (exact)
+        cb = cb * 0.5
+        w0 = w0 * 0.5
+        w1 = w1 * 0.5
+        w2 = w2 * 0.5
+        w3 = w3 * 0.5
 
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b + offs_d
     xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
@@ -525,15 +573,16 @@ def _scan_fwd_kernel(
                 xt2, zt2, dtl2, bv2, cv2, pv2 = _load_token(x_base, xd_base, o_base, t + step, s_xz_l, s_xd_l4, s_o_l,
                                                             D, mask_d, off_r3, off_b3, off_c3, ADD)
             h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                                 FAST, TANH)
-            tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
+                                 FAST, TANH, LEAN_T)
+            tl.store(o_base + t * s_o_l, _scan_out(out, pv, zt, ADD, LEAN_T, GATE).to(out_ty), mask=mask_d)
             xp3 = xp2
             xp2 = xp1
             xp1 = xt
             if UNROLL == 2:
                 h, out = _scan_token(h, xt2, xp1, xp2, xp3, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2,
-                                     w3, FAST, TANH)
-                tl.store(o_base + (t + step) * s_o_l, (out + pv2).to(out_ty), mask=mask_d)
+                                     w3, FAST, TANH, LEAN_T)
+                tl.store(o_base + (t + step) * s_o_l, _scan_out(out, pv2, zt2, ADD, LEAN_T, GATE).to(out_ty),
+                         mask=mask_d)
                 xp3 = xp2
                 xp2 = xp1
                 xp1 = xt2
@@ -550,8 +599,8 @@ def _scan_fwd_kernel(
                 nx, nz, ndtl, nbv, ncv, npv = _load_token(x_base, xd_base, o_base, tn, s_xz_l, s_xd_l4, s_o_l, D,
                                                           mask_d, off_r3, off_b3, off_c3, ADD)
                 h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                                     FAST, TANH)
-                tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
+                                     FAST, TANH, LEAN_T)
+                tl.store(o_base + t * s_o_l, _scan_out(out, pv, zt, ADD, LEAN_T, GATE).to(out_ty), mask=mask_d)
                 xp3 = xp2
                 xp2 = xp1
                 xp1 = xt
@@ -562,8 +611,8 @@ def _scan_fwd_kernel(
                 xt2, zt2, dtl2, bv2, cv2, pv2 = _load_token(x_base, xd_base, o_base, t + step, s_xz_l, s_xd_l4, s_o_l,
                                                             D, mask_d, off_r3, off_b3, off_c3, ADD)
                 h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                                     FAST, TANH)
-                tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
+                                     FAST, TANH, LEAN_T)
+                tl.store(o_base + t * s_o_l, _scan_out(out, pv, zt, ADD, LEAN_T, GATE).to(out_ty), mask=mask_d)
                 xp3 = xp2
                 xp2 = xp1
                 xp1 = xt
@@ -571,8 +620,9 @@ def _scan_fwd_kernel(
                 xt, zt, dtl, bv, cv, pv = _load_token(x_base, xd_base, o_base, tn, s_xz_l, s_xd_l4, s_o_l, D, mask_d,
                                                       off_r3, off_b3, off_c3, ADD)
                 h, out = _scan_token(h, xt2, xp1, xp2, xp3, zt2, dtl2, bv2, cv2, a2, wdt, bdt, dsk, cb, w0, w1, w2,
-                                     w3, FAST, TANH)
-                tl.store(o_base + (t + step) * s_o_l, (out + pv2).to(out_ty), mask=mask_d)
+                                     w3, FAST, TANH, LEAN_T)
+                tl.store(o_base + (t + step) * s_o_l, _scan_out(out, pv2, zt2, ADD, LEAN_T, GATE).to(out_ty),
+                         mask=mask_d)
                 xp3 = xp2
                 xp2 = xp1
                 xp1 = xt2
@@ -583,8 +633,8 @@ def _scan_fwd_kernel(
                 xt, zt, dtl, bv, cv, pv = _load_token(x_base, xd_base, o_base, t, s_xz_l, s_xd_l4, s_o_l, D, mask_d,
                                                       off_r3, off_b3, off_c3, ADD)
             h, out = _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
-                                 FAST, TANH)
-            tl.store(o_base + t * s_o_l, (out + pv).to(out_ty), mask=mask_d)
+                                 FAST, TANH, LEAN_T)
+            tl.store(o_base + t * s_o_l, _scan_out(out, pv, zt, ADD, LEAN_T, GATE).to(out_ty), mask=mask_d)
 
 
 @triton.jit
@@ -1706,6 +1756,11 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def _reg_cap(maxnreg) -> dict:
+    """Launch options capping a kernel's registers per thread at `maxnreg` (None or 0: the compiler's choice)."""
+    return {"maxnreg": maxnreg} if maxnreg else {}
+
+
 # Launch settings (also read by benchmarks/bench_scan.py to compare variants).
 # Forward scan (v4, channels-first tiles), H100, Ti mixer, batch 128, 16 frames: two tokens per iteration (ping-pong
 # register sets) with a 168-register cap and L2 prefetch 32 tokens ahead 2.96 ms (64 ahead: 3.18, 128: 3.26); one
@@ -1723,7 +1778,15 @@ def _next_pow2(n: int) -> int:
 # warps: 2.98).
 # Session 6, measured slower and not kept (NOTES_triton.md "Session 6"): two channels per lane sharing each token's
 # rows, some exponentials as FMA-pipe polynomials, both directions in one warp.
-SCAN_FWD_CONFIG = {"BD": 64, "num_warps": 2, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168}
+# LEAN (session 10; half-precision inputs): the conv taps halved in the program's prologue so that SiLU is
+# pre + pre tanh(pre), the dt_proj and readout sums as single FMA chains, and with the directions summed the first
+# launch stores its output ungated and the second gates the sum once (`_scan_out`); EVEN: no channel masks where
+# D is a multiple of BD. Offline SASS 374 -> 351 instructions per two tokens; H100, batch 128, three alternating
+# rounds: 16 frames 3.25-3.37 -> 3.01-3.11 ms, 64 frames 12.85-13.13 -> 11.66-11.98; whole model 1,185-1,191 ->
+# 1,250-1,251 videos/s at 16 frames, 299-300 -> 318-319 at 64 (bf16 outputs differ from before by rounding:
+# rel. L2 2.5e-3).
+SCAN_FWD_CONFIG = {"BD": 64, "num_warps": 2, "PREFETCH": True, "PF_DIST": 32, "UNROLL": 2, "PIPE": 1, "maxnreg": 168,
+                   "LEAN": True, "EVEN": True}
 # Few programs (training batches, small inference batches): when a launch's warps at FEW_WARPS_CONFIG fit the GPU at
 # FEW_WARPS_PER_SM per multiprocessor, each warp alone on its scheduler is bound by the latency of its own per-token
 # chain, not by issue, and the chunked v6 kernel, whose T tokens per step run their conv, dt_proj, softplus and
@@ -2013,7 +2076,7 @@ def _conv_xproj(xz, tabs: _Tables, wx, xdbl, prec: str, fast: bool, tanh: bool):
             S_XZ_L=xz.stride(1), PS=tabs.ps, PSP=tabs.psp, K=tabs.k,
             BC=min(cfg["TOK_BC"], max(16, _next_pow2(tabs.d_inner))), PREC=prec, FAST=fast, TANH=tanh,
             num_warps=cfg["TOK_WARPS"], num_stages=cfg["TOK_STAGES"],
-            **({"maxnreg": cfg["TOK_MAXNREG"]} if cfg.get("TOK_MAXNREG") else {}),
+            **_reg_cap(cfg.get("TOK_MAXNREG")),
         )
         return
     bc = min(cfg["BC"], max(16, _next_pow2(tabs.d_inner)))
@@ -2060,7 +2123,7 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
                 T=t_chunk, FAST=fast, TANH=tanh, PREFETCH=cfg["PREFETCH"] and not _interpreting(),
                 PF_DIST=cfg["PF_DIST"], ADD=add, VEC=cfg.get("VEC", False),
                 XREG=cfg.get("XREG", False) and t_chunk in (2, 4, 8), GROUPED=ngrp > 1, STATES_ONLY=states_only,
-                num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
+                num_warps=cfg["num_warps"], **_reg_cap(maxnreg),
             )
 
         if ngrp > 1:
@@ -2070,6 +2133,7 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
         for dir0, num_dirs, add in launches:
             chunk_scan(num_dirs, dir0, add, False)
         return out
+    lean = bool(cfg.get("LEAN", False))
     for dir0, num_dirs, add in launches:
         _scan_fwd_kernel[(_cdiv(d_inner, cfg["BD"]), num_dirs, batch)](
             xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out,
@@ -2077,7 +2141,9 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
             out.stride(0), out.stride(1), 0 if summed else out.stride(2),
             K=tabs.k, RG=tabs.rg, NG=tabs.ng, PS=tabs.ps, BD=cfg["BD"], FAST=fast, TANH=tanh,
             PREFETCH=cfg["PREFETCH"] and not _interpreting(), PF_DIST=cfg["PF_DIST"], PIPE=cfg["PIPE"],
-            UNROLL=cfg["UNROLL"], ADD=add, num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
+            UNROLL=cfg["UNROLL"], ADD=add, LEAN=lean, GATE=add or not summed,
+            EVEN=bool(cfg.get("EVEN", False)) and d_inner % cfg["BD"] == 0,
+            num_warps=cfg["num_warps"], **_reg_cap(maxnreg),
         )
     return out
 
@@ -2139,7 +2205,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
         BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast,
         UNROLL=cfg.get("SWEEP_UNROLL", 1) if t_chunk % 2 == 0 else 1,
         PF1=0 if _interpreting() else cfg.get("SWEEP_PF1", 0), num_warps=max(1, sbd // 32),
-        **({"maxnreg": cfg["SWEEP_MAXNREG"]} if cfg.get("SWEEP_MAXNREG") else {}),
+        **_reg_cap(cfg.get("SWEEP_MAXNREG")),
     )
     cbd = cfg.get("SWEEP_COMBINE_BD", 32)
     _scan_bwd_split_combine_kernel[(_cdiv(d_inner, cbd), 4, batch)](
@@ -2164,7 +2230,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
         R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
         BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv, PF=pf,
         RS_SMEM=bool(cfg.get("RS_SMEM", False)),
-        num_warps=cfg["num_warps"], **({"maxnreg": maxnreg} if maxnreg else {}),
+        num_warps=cfg["num_warps"], **_reg_cap(maxnreg),
     )
     del gcar, pdel
     del ckpt
@@ -2223,7 +2289,7 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
         length, d_inner, tps, xz.stride(0), xz.stride(1), dxd.stride(0), dxd.stride(1), y.stride(0), y.stride(1),
         PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=bt, BC=bc, IEEE=xz.dtype == torch.float32,
         num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"],
-        **({"maxnreg": xcfg["maxnreg"]} if xcfg.get("maxnreg") else {}),
+        **_reg_cap(xcfg.get("maxnreg")),
     )
     dpre = dxc  # written in place
     dxz = torch.empty_like(xz)
@@ -2236,7 +2302,7 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
         dout.stride(0), dout.stride(1), dout_dir_stride, dxz.stride(0), dxz.stride(1),
         K=tabs.k, BT=ccfg["BT"], BC=cbc, WRITE_OUT=need_out_sum, PRECISE=xz.dtype == torch.float32,
         num_warps=ccfg["num_warps"], num_stages=ccfg["num_stages"],
-        **({"maxnreg": ccfg["maxnreg"]} if ccfg.get("maxnreg") else {}),
+        **_reg_cap(ccfg.get("maxnreg")),
     )
     def total(part, dims=(0,)):  # partial sums over samples / token splits / chunk groups, added in float64
         return _sum_f64(part, dims).to(f32)
