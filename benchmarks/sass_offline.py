@@ -130,7 +130,7 @@ for kv in sys.argv[2:]:
         bt.CONV_BWD_CONFIG[k.removeprefix("CB_")] = _json.loads(v)
     else:
         (bt.XPROJ_CONFIG if k.startswith("X_") else bt.SCAN_FWD_CONFIG)[k.removeprefix("X_")] = _json.loads(v)
-config = VideoMambaConfig.from_preset("tiny")
+config = VideoMambaConfig.from_preset(os.environ.get("PRESET", "tiny"))  # PRESET=small|middle: wider mixers
 mixer = VideoMambaMixer(config, layer_idx=0).to(torch.bfloat16)
 B, L = 2, 3137
 xz = torch.randn(B, L, 2 * config.intermediate_size, dtype=torch.bfloat16)

@@ -906,6 +906,43 @@ def test_gpu_forward_lean_vs_float64(dtype, hidden):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_wide_mixer_forward_chunked():
+    """At VideoMamba-M's width (dt rank 36, above SCAN_FWD_V4_MAX_RANK) the forward takes the chunked v6 kernel at
+    every batch, and the conv + x_proj the tiled kernel (d_inner above XPROJ_CONFIG["TOK_MAX_D"]); in bf16 its
+    per-direction output is within 10% of v4's distance to float64, its summed output within 1e-2."""
+    from videomamba import bimamba_triton as bt
+    from videomamba.modeling_videomamba import VideoMambaMixer
+
+    torch.manual_seed(0)
+    config = tiny_config(hidden_size=576, state_size=16)
+    mixer = _randomize(VideoMambaMixer(config, layer_idx=0)).cuda()
+    ref_mixer = VideoMambaMixer(config, layer_idx=0).double().cuda()
+    ref_mixer.load_state_dict(mixer.state_dict())
+    tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer), half_dtype=torch.bfloat16)
+    dev = torch.device("cuda")
+    assert tabs.r == 36 > bt.SCAN_FWD_V4_MAX_RANK and tabs.d_inner > bt.XPROJ_CONFIG["TOK_MAX_D"]
+    assert bt._scan_fwd_config(128, tabs.d_inner, 1, dev, tabs.r) is bt.SCAN_FWD_FEW_WARPS_CONFIG
+    assert bt._scan_fwd_config(128, 384, 1, dev, 12) is bt.SCAN_FWD_CONFIG  # Ti at batch 128: v4
+    xz = torch.randn(2, 1001, 2 * config.intermediate_size, device="cuda").to(torch.bfloat16)
+    x, z = xz.double().chunk(2, dim=-1)
+    with torch.no_grad():
+        ref = torch.stack([ref_mixer.scan_direction_torch(x, z, backward=False),
+                           ref_mixer.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1)], dim=2)
+    xdbl = bt._xproj_forward(xz, tabs)
+    wide, wide_sum = bt._scan_forward(xz, xdbl, tabs), bt._scan_forward(xz, xdbl, tabs, summed=True)
+    few, max_rank = bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_V4_MAX_RANK
+    try:
+        bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_V4_MAX_RANK = None, 10**9
+        narrow = bt._scan_forward(xz, xdbl, tabs)
+    finally:
+        bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_V4_MAX_RANK = few, max_rank
+    assert torch.isfinite(wide).all() and torch.isfinite(wide_sum).all()
+    assert _rel(wide, ref) <= 1.1 * _rel(narrow, ref) + 1e-6, (_rel(wide, ref), _rel(narrow, ref))
+    assert _rel(wide_sum, ref.sum(2)) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_gpu_conv_xproj_tokens_kernel_matches_tiled(dtype):
     """The half-precision forward's tokens-in-registers conv + x_proj kernel against the tiled one at VideoMamba-Ti's

@@ -1796,14 +1796,23 @@ SCAN_FWD_CONFIG = {"BD": 64, "num_warps": 2, "PREFETCH": True, "PF_DIST": 32, "U
 SCAN_FWD_FEW_WARPS_CONFIG = {"VERSION": 6, "BD": 32, "num_warps": 1, "T": 8, "VEC": True, "XREG": True, "maxnreg": 255,
                              "PREFETCH": True, "PF_DIST": 32}
 SCAN_FWD_FEW_WARPS_PER_SM = 8  # 255 registers: 2 warps per scheduler
+# Wide mixers (session 10): v4 keeps the dt_proj weights and two tokens' dt rows in each lane's registers, 3 x 4 RG of
+# them; above this dt rank the chunked v6 kernel (SCAN_FWD_FEW_WARPS_CONFIG) runs at every batch. H100, bf16, batch
+# 128 x 16 frames, one layer's scan (directions summed) / whole model, three alternating rounds: S (rank 24; v4
+# without spills, 414 instead of 351 SASS per two tokens) 8.58-8.60 -> 7.60-7.64 ms, 471.5-471.9 -> 515.7-516.4
+# videos/s; M (rank 36; v4 spills 128 bytes at its 168-register cap, 555 per two tokens; 200 or 232 registers: 23.0 /
+# 20.9 ms) 20.0-20.2 -> 14.0-14.2 ms, 146.7 -> 188.2 videos/s; Ti (rank 12) stays on v4 (3.0 against 4.3 ms).
+SCAN_FWD_V4_MAX_RANK = 16
 
 
-def _scan_fwd_config(batch: int, d_inner: int, num_dirs: int, device: torch.device) -> dict:
-    """SCAN_FWD_FEW_WARPS_CONFIG where a launch of `num_dirs` directions fits the GPU at its occupancy, else
-    SCAN_FWD_CONFIG (always under the interpreter)."""
+def _scan_fwd_config(batch: int, d_inner: int, num_dirs: int, device: torch.device, rank: int = 0) -> dict:
+    """SCAN_FWD_FEW_WARPS_CONFIG where a launch of `num_dirs` directions fits the GPU at its occupancy or the dt rank
+    is above SCAN_FWD_V4_MAX_RANK, else SCAN_FWD_CONFIG (always under the interpreter)."""
     few = SCAN_FWD_FEW_WARPS_CONFIG
     if few is None or _interpreting() or device.type != "cuda":
         return SCAN_FWD_CONFIG
+    if rank > SCAN_FWD_V4_MAX_RANK:
+        return few
     warps = _cdiv(d_inner, few["BD"]) * few["num_warps"] * num_dirs * batch
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     return few if warps <= sms * SCAN_FWD_FEW_WARPS_PER_SM else SCAN_FWD_CONFIG
@@ -1885,8 +1894,11 @@ SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "
 # register file no longer limits it to 3 programs per multiprocessor: three A/B rounds (H100, bf16, Ti) batch 128 x
 # 16 frames 0.58-0.61 -> 0.56-0.59 ms, 32 x 16 0.206-0.213 -> 0.198-0.200, 16 x 64 0.343-0.349 -> 0.326-0.330; whole
 # forward 1,173-1,174 -> 1,181-1,182 videos/s (batch 128 x 16 frames); x_dbl bitwise equal.
+# TOK_MAX_D (session 10): the tokens kernel only up to this d_inner. Whole model, batch 128 x 16 frames (H100, bf16,
+# three alternating rounds): S (d_inner 768) 471.5-471.9 videos/s with it, 476.7-476.9 with the tiled kernel; M (1,152,
+# x_dbl rows of 68 padded to 128) 186.2-186.3 -> 208.7 with the chunked scan; Ti (384) keeps it (session 8).
 XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": True,
-                "TOK": True, "TOK_BC": 128, "TOK_WARPS": 4, "TOK_STAGES": 1, "TOK_MAXNREG": 128}
+                "TOK": True, "TOK_BC": 128, "TOK_WARPS": 4, "TOK_STAGES": 1, "TOK_MAXNREG": 128, "TOK_MAX_D": 512}
 # x_proj / SiLU backward (one direction per program) and conv backward (weight-gradient products summed once per
 # program, not per tile); PROGRAMS: the programs the token splits aim for. Picked by `bench_scan_bwd.py --aux`
 # (H100, batch 32 x 16 frames, whole layer backward 10.39 -> 10.17 ms; 12.11 before these kernels were reworked;
@@ -2065,11 +2077,11 @@ def _xproj_forward(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
 
 def _conv_xproj(xz, tabs: _Tables, wx, xdbl, prec: str, fast: bool, tanh: bool):
     """Launch the conv + SiLU + x_proj kernel: xz (B, L, 2D) -> xdbl (B, L, 2, PS). Half-precision products ("half")
-    take the tokens-in-registers kernel where XPROJ_CONFIG["TOK"] is set and the conv is at most 4 wide, the others
-    the tiled kernels."""
+    take the tokens-in-registers kernel where XPROJ_CONFIG["TOK"] is set, the conv is at most 4 wide and d_inner at
+    most XPROJ_CONFIG["TOK_MAX_D"], the others the tiled kernels."""
     batch, length, _ = xz.shape
     cfg = XPROJ_CONFIG
-    if prec == "half" and cfg.get("TOK", False) and tabs.k <= 4:
+    if prec == "half" and cfg.get("TOK", False) and tabs.k <= 4 and tabs.d_inner <= cfg.get("TOK_MAX_D", tabs.d_inner):
         _conv_xproj_tok_kernel[(_cdiv(length, 16), batch)](
             xz, tabs.convw, tabs.convb, wx, xdbl,
             length, tabs.d_inner, xz.stride(0), xdbl.stride(0), xdbl.stride(1), 1,
@@ -2098,7 +2110,7 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
     d_inner = tabs.d_inner
     shape = (batch, length, d_inner) if summed else (batch, length, 2, d_inner)
     out = torch.empty(shape, device=xz.device, dtype=xz.dtype)
-    cfg = _scan_fwd_config(batch, d_inner, 1 if summed else 2, xz.device)
+    cfg = _scan_fwd_config(batch, d_inner, 1 if summed else 2, xz.device, tabs.r)
     fast, tanh = _fast_flags(xz.dtype)
     maxnreg = cfg.get("maxnreg")
     launches = [(0, 1, False), (1, 1, True)] if summed else [(0, 2, False)]  # (first direction, directions, ADD)
