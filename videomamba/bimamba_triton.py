@@ -29,7 +29,9 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
 * `_scan_fwd_chunk_kernel` (v6): the same computation in chunks of T tokens as (channels, T) register tiles:
   everything but the state recurrence vectorised over the chunk, the recurrence an in-register scan over the chunk's
   tokens per state. It runs the launches with few warps (`SCAN_FWD_FEW_WARPS_CONFIG`: training batches, small
-  inference batches), where each warp is bound by the latency of its own chain; v4 the large ones.
+  inference batches), where each warp is bound by the latency of its own chain, and every launch of a wide mixer (dt
+  rank above `SCAN_FWD_V4_MAX_RANK`: VideoMamba-S, -M), whose dt_proj weights and rows do not fit v4's registers; v4
+  the large launches of narrow mixers.
 * Backward: the sweeps as a two-level scan (`_scan_bwd_split_local_kernel`: every group of chunks from a zero
   carry, in parallel; `_scan_bwd_split_combine_kernel`: the carries over the groups), giving the states entering
   every chunk of `T` tokens and the adjoint entering every group of chunks from its right end; then
