@@ -700,7 +700,7 @@ def _scan_fwd_chunk_kernel(
     K: tl.constexpr, R: tl.constexpr, N: tl.constexpr, RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, FAST: tl.constexpr, TANH: tl.constexpr, PREFETCH: tl.constexpr,
     PF_DIST: tl.constexpr, ADD: tl.constexpr, VEC: tl.constexpr = False, XREG: tl.constexpr = False,
-    GROUPED: tl.constexpr = False, STATES_ONLY: tl.constexpr = False,
+    GROUPED: tl.constexpr = False, STATES_ONLY: tl.constexpr = False, LEAN: tl.constexpr = False,
 ):
     """`_scan_fwd_kernel` (v6, `SCAN_FWD_CONFIG["VERSION"] = 6`) in chunks of T tokens: same grid, tables, x_dbl
     layout and outputs (out2 (B, L, 2, D) with s_o_dir = D, or the summed (B, L, D) with ADD on direction 1's launch).
@@ -719,7 +719,10 @@ def _scan_fwd_chunk_kernel(
     the two passes, `_scan_forward`): no output; from a zero state, group k < NGRP - 1 leaves its local end state
     in `hin (B, 2, NGRP, 4 NG, D)` slot k and its sum of delta S_k in `sdel (B, 2, NGRP, D)` slot k. Without it, the
     program first forms the state entering its group from those, h_in(0) = 0, h_in(j + 1) = exp2(a2 S_j) h_in(j) +
-    (local end state of group j) (the product of exp(delta_t A) over a group is exp(A S_j)), then scans."""
+    (local end state of group j) (the product of exp(delta_t A) over a group is exp(A S_j)), then scans.
+
+    LEAN (with TANH) as in `_scan_token`: the conv taps halved once, SiLU = pre + pre tanh(pre), the gate
+    yz + yz tanh(z / 2) with yz = y z / 2."""
     pid_d = tl.program_id(0)
     dr = tl.program_id(1) + dir0
     grp = 0
@@ -735,6 +738,13 @@ def _scan_fwd_chunk_kernel(
         c_hi = tl.where(grp == NGRP - 1, c_lo, c_hi)  # the last group's end state is not needed
     offs_d, mask_d, dc, bdt, dsk, cb, w0, w1, w2, w3 = _channel_block(dtb_ptr, dsk_ptr, convw_ptr, convb_ptr, pid_d, dr,
                                                                      D, s_c, BD, K)
+    LEAN_T: tl.constexpr = LEAN and TANH
+    if LEAN_T:  # the conv's output halved (exact)
+        cb = cb * 0.5
+        w0 = w0 * 0.5
+        w1 = w1 * 0.5
+        w2 = w2 * 0.5
+        w3 = w3 * 0.5
     wdt = ()
     for r in tl.static_range(R):
         wdt = wdt + (tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0),)
@@ -810,10 +820,17 @@ def _scan_fwd_chunk_kernel(
             if K > 3:
                 pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
                                              other=0.0).to(tl.float32)
-        xc = pre * _sigmoid(pre, FAST, TANH)
+        if LEAN_T:
+            xc = pre + pre * _tanh_approx(pre)
+        else:
+            xc = pre * _sigmoid(pre, FAST, TANH)
         if not STATES_ONLY:
             z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
-            gate = z * _sigmoid(z, FAST, TANH)
+            if LEAN_T:
+                hz = z * 0.5
+                gate = _tanh_approx(hz)
+            else:
+                gate = z * _sigmoid(z, FAST, TANH)
         # the x_dbl rows: same address in every lane (broadcast loads); rows past the end are row 0
         xdrow = xd_base + (tok * s_xd_l4)[None, :] * 4 + zero2
         dtp = tl.zeros([BD, T], dtype=tl.float32)
@@ -860,7 +877,11 @@ def _scan_fwd_chunk_kernel(
         if STATES_ONLY:
             sd += tl.sum(delta, axis=1)
         else:
-            out = (y + dsk[:, None] * xc) * gate
+            if LEAN_T:
+                yz = (y + dsk[:, None] * xc) * hz
+                out = yz + yz * gate
+            else:
+                out = (y + dsk[:, None] * xc) * gate
             optr = o_base + tok[None, :] * s_o_l + dc2
             if ADD:
                 out += tl.load(optr, mask=valid2, other=0.0).to(tl.float32)
@@ -1796,7 +1817,7 @@ SCAN_FWD_CONFIG = {"BD": 64, "num_warps": 2, "PREFETCH": True, "PF_DIST": 32, "U
 # 32 x 16 frames 1.14-1.22 -> 0.97 ms, 16 x 16 1.04-1.11 -> 0.83, 8 x 64 3.75 -> 2.98; at batch 128 v4 stays faster).
 # None: always SCAN_FWD_CONFIG.
 SCAN_FWD_FEW_WARPS_CONFIG = {"VERSION": 6, "BD": 32, "num_warps": 1, "T": 8, "VEC": True, "XREG": True, "maxnreg": 255,
-                             "PREFETCH": True, "PF_DIST": 32}
+                             "PREFETCH": True, "PF_DIST": 32, "LEAN": True}
 SCAN_FWD_FEW_WARPS_PER_SM = 8  # 255 registers: 2 warps per scheduler
 # Wide mixers (session 10): v4 keeps the dt_proj weights and two tokens' dt rows in each lane's registers, 3 x 4 RG of
 # them; above this dt rank the chunked v6 kernel (SCAN_FWD_FEW_WARPS_CONFIG) runs at every batch. H100, bf16, batch
@@ -2137,6 +2158,7 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
                 T=t_chunk, FAST=fast, TANH=tanh, PREFETCH=cfg["PREFETCH"] and not _interpreting(),
                 PF_DIST=cfg["PF_DIST"], ADD=add, VEC=cfg.get("VEC", False),
                 XREG=cfg.get("XREG", False) and t_chunk in (2, 4, 8), GROUPED=ngrp > 1, STATES_ONLY=states_only,
+                LEAN=cfg.get("LEAN", False),
                 num_warps=cfg["num_warps"], **_reg_cap(maxnreg),
             )
 
