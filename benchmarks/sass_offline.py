@@ -137,8 +137,8 @@ xz = torch.randn(B, L, 2 * config.intermediate_size, dtype=torch.bfloat16)
 tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
 bt._fast_flags = lambda dtype: (True, dtype != torch.float32)
 xdbl = torch.empty(B, L, 2, tabs.ps, dtype=torch.float32)
-if which == "fwd":
-    bt._scan_forward(xz, xdbl, tabs)
+if which == "fwd":  # SUMMED=1: the directions summed (the second launch's kernel, adding and gating, is reported)
+    bt._scan_forward(xz, xdbl, tabs, summed=os.environ.get("SUMMED", "0") == "1")
 elif which == "xproj":
     bt._xproj_forward(xz, tabs)
 elif which == "recompute":

@@ -103,15 +103,38 @@ def _rcp(x, FAST: tl.constexpr):
 
 
 @triton.jit
+def _tanh_approx(x):
+    """`tanh.approx.f32` (one MUFU operation; relative error ~2^-11, for half-precision inputs only)."""
+    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
 def _sigmoid(x, FAST: tl.constexpr, TANH: tl.constexpr):
     """sigmoid(x); with TANH one `tanh.approx` (relative error ~2^-11, for half-precision inputs only)."""
     if TANH:
-        t = tl.inline_asm_elementwise(
-            "tanh.approx.f32 $0, $1;", "=f,f", [x * 0.5], dtype=tl.float32, is_pure=True, pack=1
-        )
-        return 0.5 + 0.5 * t
+        return 0.5 + 0.5 * _tanh_approx(x * 0.5)
     else:
         return _rcp(1.0 + _exp2(-x * 1.4426950408889634, FAST), FAST)
+
+
+@triton.jit
+def _silu_of_double(h):
+    """silu(2 h) = h + h tanh(h) (one `tanh.approx`): SiLU of a conv whose taps were halved (`_halved`)."""
+    return h + h * _tanh_approx(h)
+
+
+@triton.jit
+def _gated(y, z):
+    """y silu(z) = yz + yz tanh(z / 2), yz = y z / 2 (one `tanh.approx`)."""
+    hz = z * 0.5
+    yz = y * hz
+    return yz + yz * _tanh_approx(hz)
+
+
+@triton.jit
+def _halved(cb, w0, w1, w2, w3):
+    """The conv's bias and taps times 1/2 (exact), for `_silu_of_double`."""
+    return cb * 0.5, w0 * 0.5, w1 * 0.5, w2 * 0.5, w3 * 0.5
 
 
 @triton.jit
@@ -398,15 +421,10 @@ def _conv_xproj_dir_kernel(
 
 
 @triton.jit
-def _tanh_approx(x):
-    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True, pack=1)
-
-
-@triton.jit
-def _flat_sum(x, BD: tl.constexpr):
+def _flat_sum(x):
     """Sum of a (BD, 4, G) tile over its last two axes as one in-lane chain (one multiply, then FMAs) rather than
     four chains joined by adds."""
-    return tl.sum(tl.reshape(x, (BD, x.shape[1] * x.shape[2]), can_reorder=True), axis=1)
+    return tl.sum(tl.reshape(x, (x.shape[0], x.shape[1] * x.shape[2]), can_reorder=True), axis=1)
 
 
 @triton.jit
@@ -419,15 +437,15 @@ def _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0
     the dt_proj and readout sums as single chains; the output is returned ungated (`_scan_out` gates it)."""
     pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
     if LEAN:
-        xc = pre + pre * _tanh_approx(pre)
-        delta = _softplus(_flat_sum(wdt * dtl, wdt.shape[0]) + bdt, FAST)
+        xc = _silu_of_double(pre)
+        delta = _softplus(_flat_sum(wdt * dtl) + bdt, FAST)
     else:
         xc = pre * _sigmoid(pre, FAST, TANH)
         delta = _softplus(tl.sum(tl.sum(wdt * dtl, axis=2), axis=1) + bdt, FAST)
     a = _exp2(a2 * delta[:, None, None], FAST)
     h = a * h + bv * (delta * xc)[:, None, None]
     if LEAN:
-        return h, _flat_sum(h * cv, h.shape[0]) + dsk * xc  # ungated: `_scan_out` gates
+        return h, _flat_sum(h * cv) + dsk * xc  # ungated: `_scan_out` gates
     else:
         y = tl.sum(tl.sum(h * cv, axis=2), axis=1) + dsk * xc
         return h, y * (zt * _sigmoid(zt, FAST, TANH))
@@ -436,14 +454,13 @@ def _scan_token(h, xt, xp1, xp2, xp3, zt, dtl, bv, cv, a2, wdt, bdt, dsk, cb, w0
 @triton.jit
 def _scan_out(out, pv, zt, ADD: tl.constexpr, LEAN: tl.constexpr, GATE: tl.constexpr):
     """The value a token stores: `_scan_token`'s output plus, with ADD, the value already there (pv). LEAN: the output
-    comes ungated, and with GATE the sum is gated once here, z silu(z) = hz + hz tanh(hz), hz = z / 2 (so the first of
-    two summed directions stores its output ungated and the second gates both)."""
+    comes ungated, and with GATE the sum is gated once here (`_gated`; so the first of two summed directions stores its
+    output ungated and the second gates both)."""
     if LEAN:
         if ADD:
             out = out + pv
         if GATE:
-            yz = out * (zt * 0.5)
-            out = yz + yz * _tanh_approx(zt * 0.5)
+            out = _gated(out, zt)
         return out
     else:
         return out + pv  # pv: zeros without ADD
@@ -542,12 +559,8 @@ def _scan_fwd_kernel(
     dsk = tl.load(dsk_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
     cb, w0, w1, w2, w3 = _conv_taps(convw_ptr, convb_ptr, dr, D, offs_d, mask_d, K)
     LEAN_T: tl.constexpr = LEAN and TANH
-    if LEAN_T:  # `_scan_token` LEAN: the conv's output halved (exact)
-        cb = cb * 0.5
-        w0 = w0 * 0.5
-        w1 = w1 * 0.5
-        w2 = w2 * 0.5
-        w3 = w3 * 0.5
+    if LEAN_T:  # `_scan_token` LEAN: the conv's output halved
+        cb, w0, w1, w2, w3 = _halved(cb, w0, w1, w2, w3)
 
     x_base = xz_ptr + pid_b.to(tl.int64) * s_xz_b + offs_d
     xd_base = xdbl_ptr + (pid_b.to(tl.int64) * s_xd_b4) * 4 + dr * PS
@@ -721,8 +734,8 @@ def _scan_fwd_chunk_kernel(
     program first forms the state entering its group from those, h_in(0) = 0, h_in(j + 1) = exp2(a2 S_j) h_in(j) +
     (local end state of group j) (the product of exp(delta_t A) over a group is exp(A S_j)), then scans.
 
-    LEAN (with TANH) as in `_scan_token`: the conv taps halved once, SiLU = pre + pre tanh(pre), the gate
-    yz + yz tanh(z / 2) with yz = y z / 2."""
+    LEAN (with TANH) as in `_scan_token`: the conv taps halved once (`_halved`, `_silu_of_double`), the gate as
+    `_gated`."""
     pid_d = tl.program_id(0)
     dr = tl.program_id(1) + dir0
     grp = 0
@@ -739,12 +752,8 @@ def _scan_fwd_chunk_kernel(
     offs_d, mask_d, dc, bdt, dsk, cb, w0, w1, w2, w3 = _channel_block(dtb_ptr, dsk_ptr, convw_ptr, convb_ptr, pid_d, dr,
                                                                      D, s_c, BD, K)
     LEAN_T: tl.constexpr = LEAN and TANH
-    if LEAN_T:  # the conv's output halved (exact)
-        cb = cb * 0.5
-        w0 = w0 * 0.5
-        w1 = w1 * 0.5
-        w2 = w2 * 0.5
-        w3 = w3 * 0.5
+    if LEAN_T:  # the conv's output halved
+        cb, w0, w1, w2, w3 = _halved(cb, w0, w1, w2, w3)
     wdt = ()
     for r in tl.static_range(R):
         wdt = wdt + (tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0),)
@@ -821,12 +830,12 @@ def _scan_fwd_chunk_kernel(
                 pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
                                              other=0.0).to(tl.float32)
         if LEAN_T:
-            xc = pre + pre * _tanh_approx(pre)
+            xc = _silu_of_double(pre)
         else:
             xc = pre * _sigmoid(pre, FAST, TANH)
         if not STATES_ONLY:
             z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
-            if LEAN_T:
+            if LEAN_T:  # `_gated` in two parts, its tanh issued here with z's load (the schedule measured)
                 hz = z * 0.5
                 gate = _tanh_approx(hz)
             else:
