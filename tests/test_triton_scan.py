@@ -54,12 +54,39 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
+# What every interpreter script starts with: TRITON_INTERPRET=1 before Triton is imported, the imports the scripts use,
+# and the interpreter patched (`_patch_interpreter`).
+_INTERPRETER_PREAMBLE = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+    import torch
+    from conftest import tiny_config
+    from test_triton_scan import _directions_ref, _mixer_errors, _patch_interpreter, _randomize, _rel
+    from videomamba.modeling_videomamba import VideoMambaMixer
+    from videomamba import bimamba_triton as bt
+
+    _patch_interpreter()
+    """
+)
+
+
+def _directions_ref(module, xz):
+    """Each direction's gated output (B, L, 2, D) of `module` (the reference mixer) for xz (B, L, 2 D), in xz's dtype
+    and graph: the forward direction, and the backward one run on the reversed sequence and flipped back."""
+    x, z = xz.chunk(2, dim=-1)
+    return torch.stack([module.scan_direction_torch(x, z, backward=False),
+                        module.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1)], dim=2)
+
+
 def _run_interpreted(script, timeout):
-    """Run one of the scripts below in a fresh interpreter with TRITON_INTERPRET=1 (set before Triton is imported);
-    returns the JSON its last line of output prints."""
+    """Run one of the scripts below, after `_INTERPRETER_PREAMBLE`, in a fresh interpreter; returns the JSON its last
+    line of output prints."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT)
     proc = subprocess.run(
-        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + script], capture_output=True, text=True, env=env, timeout=timeout
+        [sys.executable, "-c", f"ROOT = {ROOT!r}\n" + _INTERPRETER_PREAMBLE + script], capture_output=True, text=True,
+        env=env, timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -184,16 +211,6 @@ def _mixer_errors(batch, length, dtype, seed=0, log_delta=(-7, -1.2), **config_k
 # ---------------------------------------------------------------------------------------------------------------
 _INTERPRETER_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-    import torch
-    from conftest import tiny_config
-    from test_triton_scan import _patch_interpreter, _randomize, _rel
-    from videomamba.modeling_videomamba import VideoMambaMixer
-    from videomamba import bimamba_triton as bt
-
-    _patch_interpreter()
     torch.manual_seed(0)
     results = {}
     # the whole mixer: hidden 24 -> d_inner 48 (not a multiple of the 32-channel blocks), 8 states, rank 2,
@@ -223,10 +240,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     xz_tri = xz.clone().requires_grad_()
     out2 = bt.bimamba_scan_fn(xz_tri, *params)
     xz_ref = xz.double().requires_grad_()
-    x, z = xz_ref.chunk(2, dim=-1)
-    ref_f = ref_mixer.scan_direction_torch(x, z, backward=False)
-    ref_b = ref_mixer.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1)
-    ref2 = torch.stack([ref_f, ref_b], dim=2)
+    ref2 = _directions_ref(ref_mixer, xz_ref)
     grad2 = torch.randn_like(ref2)
     (ref2 * grad2).sum().backward()
     (out2 * grad2.float()).sum().backward()
@@ -252,11 +266,7 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
     # outputs (and the backward variants' gradients) against float64
     xz = torch.randn(1, 19, 2 * config.intermediate_size)
     xz_ref = xz.double().requires_grad_()
-    x, z = xz_ref.chunk(2, dim=-1)
-    ref2 = torch.stack([
-        ref_mixer.scan_direction_torch(x, z, backward=False),
-        ref_mixer.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1),
-    ], dim=2)
+    ref2 = _directions_ref(ref_mixer, xz_ref)
     grad2 = torch.randn_like(ref2)
     ref_mixer.zero_grad()
     (ref2 * grad2).sum().backward()
@@ -313,14 +323,6 @@ _INTERPRETER_SCRIPT = textwrap.dedent(
 
 _BACKWARD_SHAPES_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-    import torch
-    from test_triton_scan import _patch_interpreter, _mixer_errors
-    from videomamba import bimamba_triton as bt
-
-    _patch_interpreter()
     tiny = dict(hidden_size=8, state_size=4)  # d_inner 16 (half of a 32-channel block), 4 states, dt rank 1
     cases = {  # name: (batch, length, dtype, extra arguments, host-side block sizes)
         "fp32_L1": (2, 1, torch.float32, tiny, {}),
@@ -396,16 +398,6 @@ def test_interpreter_matches_float64_reference():
 
 _FORWARD_V6_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-    import torch
-    from conftest import tiny_config
-    from test_triton_scan import _patch_interpreter, _randomize, _rel
-    from videomamba.modeling_videomamba import VideoMambaMixer
-    from videomamba import bimamba_triton as bt
-
-    _patch_interpreter()
     torch.manual_seed(0)
     # d_inner 48 (a full and a partial 32-channel block), 8 states, dt rank 2
     config = tiny_config(hidden_size=24, state_size=8)
@@ -430,12 +422,8 @@ _FORWARD_V6_SCRIPT = textwrap.dedent(
         name = f"{str(dtype)[6:]}_L{length}_T{change['T']}" + "".join("_" + k for k in ("VEC", "XREG") if change.get(k))
         name += f"_G{change['GROUP_TOKENS']}" if "GROUP_TOKENS" in change else ""
         xz = torch.randn(2, length, 2 * config.intermediate_size).to(dtype)
-        x, z = xz.double().chunk(2, dim=-1)
         with torch.no_grad():
-            ref2 = torch.stack([
-                ref_mixer.scan_direction_torch(x, z, backward=False),
-                ref_mixer.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1),
-            ], dim=2)
+            ref2 = _directions_ref(ref_mixer, xz.double())
         xdbl = bt._xproj_forward(xz, tabs)
         v4 = bt._scan_forward(xz, xdbl, tabs)
         bt.SCAN_FWD_CONFIG.update(VERSION=6, **change)
@@ -491,16 +479,6 @@ def test_tables_reject_mismatched_parameters():
 
 _TABLES_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-    import torch
-    from conftest import tiny_config
-    from test_triton_scan import _patch_interpreter, _randomize
-    from videomamba.modeling_videomamba import VideoMambaMixer
-    from videomamba import bimamba_triton as bt
-
-    _patch_interpreter()
     torch.manual_seed(0)
     results = {}
     # d_inner 48 (a partial 32-channel block), 12 states (padded to 16), rank 2 (padded to 4); conv widths 4 and 3
@@ -559,16 +537,6 @@ def test_interpreter_tables_kernel():
 
 _XPROJ_TOKENS_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-    import torch
-    from conftest import tiny_config
-    from test_triton_scan import _patch_interpreter, _randomize
-    from videomamba import bimamba_triton as bt
-    from videomamba.modeling_videomamba import VideoMambaMixer
-
-    _patch_interpreter()
     results = {}
     # d_inner 48 (one masked 64-channel block) and 192 (a full and a half-masked 128-channel block); conv widths 4,
     # 3 and 2; lengths inside one 16-token block, at its end, and across blocks with halos on both sides
@@ -689,16 +657,6 @@ def test_reduce_scatter_ptx_matches_butterfly_sums(t_rows):
 
 _GROUP6_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-    import torch
-    from conftest import tiny_config
-    from test_triton_scan import _patch_interpreter, _randomize
-    from videomamba.modeling_videomamba import VideoMambaMixer
-    from videomamba import bimamba_triton as bt
-
-    _patch_interpreter()
     # d_inner 48: a full and a partial 32-channel block; 4 states, rank 2
     mixer = _randomize(VideoMambaMixer(tiny_config(hidden_size=24, state_size=4), layer_idx=0))
     params = bt.stacked_mixer_parameters(mixer)
@@ -805,10 +763,8 @@ def test_gpu_forward_sequence_groups_match(dtype):
     ref_mixer.load_state_dict(mixer.state_dict())
     tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
     xz = torch.randn(1, 1001, 2 * config.intermediate_size, device="cuda").to(dtype)
-    x, z = xz.double().chunk(2, dim=-1)
     with torch.no_grad():
-        ref = torch.stack([ref_mixer.scan_direction_torch(x, z, backward=False),
-                           ref_mixer.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1)], dim=2)
+        ref = _directions_ref(ref_mixer, xz.double())
     cfg = bt._scan_fwd_config(1, tabs.d_inner, 2, xz.device)
     assert bt._scan_fwd_group_tokens(cfg, 1, tabs.d_inner, 1001, xz.device) > 0  # grouped by default here
     xdbl = bt._xproj_forward(xz, tabs)
@@ -881,10 +837,8 @@ def test_gpu_forward_lean_vs_float64(dtype, hidden):
     ref_mixer.load_state_dict(mixer.state_dict())
     tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer), half_dtype=dtype)
     xz = torch.randn(2, 3137, 2 * config.intermediate_size, device="cuda").to(dtype)
-    x, z = xz.double().chunk(2, dim=-1)
     with torch.no_grad():
-        ref = torch.stack([ref_mixer.scan_direction_torch(x, z, backward=False),
-                           ref_mixer.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1)], dim=2)
+        ref = _directions_ref(ref_mixer, xz.double())
     xdbl = bt._xproj_forward(xz, tabs)
     few, fwd0 = bt.SCAN_FWD_FEW_WARPS_CONFIG, dict(bt.SCAN_FWD_CONFIG)
     runs = {}
@@ -924,10 +878,8 @@ def test_gpu_wide_mixer_forward_chunked():
     assert bt._scan_fwd_config(128, tabs.d_inner, 1, dev, tabs.r) is bt.SCAN_FWD_FEW_WARPS_CONFIG
     assert bt._scan_fwd_config(128, 384, 1, dev, 12) is bt.SCAN_FWD_CONFIG  # Ti at batch 128: v4
     xz = torch.randn(2, 1001, 2 * config.intermediate_size, device="cuda").to(torch.bfloat16)
-    x, z = xz.double().chunk(2, dim=-1)
     with torch.no_grad():
-        ref = torch.stack([ref_mixer.scan_direction_torch(x, z, backward=False),
-                           ref_mixer.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1)], dim=2)
+        ref = _directions_ref(ref_mixer, xz.double())
     xdbl = bt._xproj_forward(xz, tabs)
     wide, wide_sum = bt._scan_forward(xz, xdbl, tabs), bt._scan_forward(xz, xdbl, tabs, summed=True)
     few, max_rank = bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_V4_MAX_RANK
@@ -982,11 +934,7 @@ def test_gpu_scan_fn_per_direction(dtype):
     out2 = bt.bimamba_scan_fn(xz_run, *params)
     assert out2.shape == (2, 301, 2, config.intermediate_size) and out2.dtype == dtype
     xz_ref = xz.double().requires_grad_()
-    x, z = xz_ref.chunk(2, dim=-1)
-    ref2 = torch.stack([
-        ref.scan_direction_torch(x, z, backward=False),
-        ref.scan_direction_torch(x.flip(1), z.flip(1), backward=True).flip(1),
-    ], dim=2)
+    ref2 = _directions_ref(ref, xz_ref)
     grad2 = torch.randn_like(ref2)
     ref.zero_grad()
     (ref2 * grad2).sum().backward()
@@ -1052,16 +1000,6 @@ def test_gpu_model_backends_agree():
 
 _SPLIT_SWEEP_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-    import torch
-    from conftest import tiny_config
-    from test_triton_scan import _patch_interpreter, _randomize
-    from videomamba.modeling_videomamba import VideoMambaMixer
-    from videomamba import bimamba_triton as bt
-
-    _patch_interpreter()
     torch.manual_seed(0)
     mixer = _randomize(VideoMambaMixer(tiny_config(hidden_size=8, state_size=4), layer_idx=0))
     tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
@@ -1121,12 +1059,6 @@ def test_interpreter_split_sweeps_match():
 
 _SUM_F64_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
-    os.environ["TRITON_INTERPRET"] = "1"
-    sys.path[:0] = [ROOT]
-    import torch
-    from videomamba import bimamba_triton as bt
-
     torch.manual_seed(0)
     results = {}
     # the backward's partial sums (token splits, chunk groups), with partial column blocks and row steps
