@@ -148,8 +148,14 @@ def mixer_micro(results, batch=128, frames=16, variant_names=None, train_batch=3
         if is_mamba_ssm_available():
             rows["mixer mamba_ssm"] = cuda_time(lambda: mixer.mamba_ssm_forward(x), warmup=1, reps=5)
         del out2
-        picked["scan"] = pick_variant(rows, bt.SCAN_FWD_CONFIG, SCAN_VARIANTS, lambda: bt._scan_forward(xz, xdbl, tabs),
-                                      _relerr, "forward scan", variant_names)
+        rows["scan v7 (Gluon, the default here)"] = cuda_time(lambda: bt._scan_forward(xz, xdbl, tabs))
+        smem, bt.SCAN_FWD_SMEM_CONFIG = bt.SCAN_FWD_SMEM_CONFIG, None  # the variants below are the Triton kernels'
+        try:
+            picked["scan"] = pick_variant(rows, bt.SCAN_FWD_CONFIG, SCAN_VARIANTS,
+                                          lambda: bt._scan_forward(xz, xdbl, tabs), _relerr, "forward scan",
+                                          variant_names)
+        finally:
+            bt.SCAN_FWD_SMEM_CONFIG = smem
         picked["xproj"] = pick_variant(rows, bt.XPROJ_CONFIG, XPROJ_VARIANTS, lambda: bt._xproj_forward(xz, tabs),
                                        _relerr, "conv+x_proj", variant_names)
         rows["mixer triton (picked)"] = cuda_time(lambda: mixer.triton_forward(x))

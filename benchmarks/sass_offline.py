@@ -6,7 +6,8 @@ and the instruction mix of each loop, from the SASS (`cuobjdump` ships in the Tr
     pip download triton==3.6.0 --no-deps -d /tmp/tr && pip install --no-deps --target /tmp/t36 /tmp/tr/triton-*.whl
     PYTHONPATH=/tmp/t36:. python benchmarks/sass_offline.py fwd [KEY=JSON ...]      # fwd | xproj | recompute | bwd
 
-KEY=JSON changes SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`; the chunked v6 kernel: `VERSION=6 T=4 VEC=true
+SMEM=1 compiles the forward v7 kernel (Gluon; `S_`-prefixed keys change SCAN_FWD_SMEM_CONFIG). KEY=JSON changes
+SCAN_FWD_CONFIG (e.g. `UNROLL=2 maxnreg=168`; the chunked v6 kernel: `VERSION=6 T=4 VEC=true
 XREG=true maxnreg=null`), XPROJ_CONFIG with an `X_` prefix (`X_SPLIT=true`), SCAN_BWD_CONFIG with a `B_` prefix
 (`B_GROUP=5 B_T=4`), XPROJ_BWD_CONFIG with `XB_`, CONV_BWD_CONFIG with `CB_`. The SASS goes to
 $SASS_OUT/<kernel>.sass (default /tmp), the PTX and TTGIR of the forward scan beside it. Use the
@@ -126,6 +127,8 @@ for kv in sys.argv[2:]:
         bt.SCAN_BWD_CONFIG[k.removeprefix("B_")] = _json.loads(v)
     elif k.startswith("XB_"):
         bt.XPROJ_BWD_CONFIG[k.removeprefix("XB_")] = _json.loads(v)
+    elif k.startswith("S_"):
+        bt.SCAN_FWD_SMEM_CONFIG[k.removeprefix("S_")] = _json.loads(v)
     elif k.startswith("CB_"):
         bt.CONV_BWD_CONFIG[k.removeprefix("CB_")] = _json.loads(v)
     else:
@@ -136,6 +139,8 @@ B, L = 2, 3137
 xz = torch.randn(B, L, 2 * config.intermediate_size, dtype=torch.bfloat16)
 tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
 bt._fast_flags = lambda dtype: (True, dtype != torch.float32)
+if os.environ.get("SMEM", "0") == "1":  # SMEM=1: the v7 forward (Gluon), as chosen on a GPU
+    bt._scan_fwd_smem_config = lambda xz, tabs: bt._scan_fwd_smem_settings(tabs)
 xdbl = torch.empty(B, L, 2, tabs.ps, dtype=torch.float32)
 if which == "fwd":  # SUMMED=1: the directions summed (the second launch's kernel, adding and gating, is reported)
     bt._scan_forward(xz, xdbl, tabs, summed=os.environ.get("SUMMED", "0") == "1")

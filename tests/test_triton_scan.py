@@ -769,11 +769,12 @@ def test_gpu_forward_sequence_groups_match(dtype):
     assert bt._scan_fwd_group_tokens(cfg, 1, tabs.d_inner, 1001, xz.device) > 0  # grouped by default here
     xdbl = bt._xproj_forward(xz, tabs)
     grouped = bt._scan_forward(xz, xdbl, tabs)
+    smem = bt.SCAN_FWD_SMEM_CONFIG
     try:
-        bt.SCAN_FWD_GROUPS = False
+        bt.SCAN_FWD_GROUPS, bt.SCAN_FWD_SMEM_CONFIG = False, None  # one group of the same (v6) kernel
         single = bt._scan_forward(xz, xdbl, tabs)
     finally:
-        bt.SCAN_FWD_GROUPS = True
+        bt.SCAN_FWD_GROUPS, bt.SCAN_FWD_SMEM_CONFIG = True, smem
     if dtype == torch.float32:
         assert _rel(grouped, single) < 1e-5
     else:
@@ -840,16 +841,16 @@ def test_gpu_forward_lean_vs_float64(dtype, hidden):
     with torch.no_grad():
         ref = _directions_ref(ref_mixer, xz.double())
     xdbl = bt._xproj_forward(xz, tabs)
-    few, fwd0 = bt.SCAN_FWD_FEW_WARPS_CONFIG, dict(bt.SCAN_FWD_CONFIG)
+    few, fwd0, smem = bt.SCAN_FWD_FEW_WARPS_CONFIG, dict(bt.SCAN_FWD_CONFIG), bt.SCAN_FWD_SMEM_CONFIG
     runs = {}
     try:
-        bt.SCAN_FWD_FEW_WARPS_CONFIG = None
+        bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_SMEM_CONFIG = None, None
         assert bt._scan_fwd_config(2, tabs.d_inner, 2, xz.device) is bt.SCAN_FWD_CONFIG
         for lean in (True, False):
             bt.SCAN_FWD_CONFIG.update(LEAN=lean, EVEN=lean)
             runs[lean] = (bt._scan_forward(xz, xdbl, tabs), bt._scan_forward(xz, xdbl, tabs, summed=True))
     finally:
-        bt.SCAN_FWD_FEW_WARPS_CONFIG = few
+        bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_SMEM_CONFIG = few, smem
         bt.SCAN_FWD_CONFIG.clear()
         bt.SCAN_FWD_CONFIG.update(fwd0)
     for k, want in enumerate((ref, ref.sum(2))):
@@ -881,16 +882,104 @@ def test_gpu_wide_mixer_forward_chunked():
     with torch.no_grad():
         ref = _directions_ref(ref_mixer, xz.double())
     xdbl = bt._xproj_forward(xz, tabs)
-    wide, wide_sum = bt._scan_forward(xz, xdbl, tabs), bt._scan_forward(xz, xdbl, tabs, summed=True)
-    few, max_rank = bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_V4_MAX_RANK
+    few, max_rank, smem = bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_V4_MAX_RANK, bt.SCAN_FWD_SMEM_CONFIG
     try:
+        bt.SCAN_FWD_SMEM_CONFIG = None  # the Triton kernels' rule (v7 has its own test)
+        wide, wide_sum = bt._scan_forward(xz, xdbl, tabs), bt._scan_forward(xz, xdbl, tabs, summed=True)
         bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_V4_MAX_RANK = None, 10**9
         narrow = bt._scan_forward(xz, xdbl, tabs)
     finally:
-        bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_V4_MAX_RANK = few, max_rank
+        bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_V4_MAX_RANK, bt.SCAN_FWD_SMEM_CONFIG = few, max_rank, smem
     assert torch.isfinite(wide).all() and torch.isfinite(wide_sum).all()
     assert _rel(wide, ref) <= 1.1 * _rel(narrow, ref) + 1e-6, (_rel(wide, ref), _rel(narrow, ref))
     assert _rel(wide_sum, ref.sum(2)) < 1e-2
+
+
+def test_forward_smem_kernel_compiles_for_sm90(tmp_path):
+    """The forward v7 (Gluon) compiled for the H100 (sm_90) on this CPU machine with the installed Triton
+    (`benchmarks/sass_offline.py` with a stand-in driver; `cuobjdump` from the Triton wheel), as the GPU would compile
+    it for VideoMamba-Ti's summed second launch (adding, gating): within its register cap with no spills, and its
+    token loop, the innermost loop of the SASS, reads every input from shared memory (no global load) with no
+    barrier (the compiler's own barrier analysis would put one before every token's shared-memory reads unless
+    the kernel's second barrier per chunk is in place)."""
+    import re
+
+    from videomamba import bimamba_triton as bt
+
+    if not bt._HAS_GLUON:
+        pytest.skip("this Triton has no Gluon")
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")):
+        pytest.skip("this Triton wheel has no cuobjdump")
+    env = dict(os.environ, SMEM="1", SUMMED="1", SASS_OUT=str(tmp_path), PYTHONPATH=ROOT)
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, "benchmarks/sass_offline.py", "fwd"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    line = re.search(r"_scan_fwd_smem_kernel: regs (\d+) stack (\d+)", proc.stdout)
+    assert line, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert int(line.group(1)) <= bt.SCAN_FWD_SMEM_CONFIG["maxnreg"] and int(line.group(2)) == 0, line.group(0)
+    instrs = [(int(a, 16), op) for a, op in re.findall(r"/\*([0-9a-f]{4,})\*/\s+(.*?);",
+                                                      (tmp_path / "_scan_fwd_smem_kernel.sass").read_text())]
+    loops = [(int(t, 16), a) for a, op in instrs for t in re.findall(r"BRA\s+0x([0-9a-f]+)", op) if int(t, 16) < a]
+    start, end = min(loops, key=lambda loop: loop[1] - loop[0])
+    body = [op for a, op in instrs if start <= a <= end]
+    assert len(body) > 100 and sum("MUFU.EX2" in op for op in body) >= 16, body  # a token's 16 state exponentials
+    assert not [op for op in body if "BAR" in op or "LDG" in op], [op for op in body if "BAR" in op or "LDG" in op]
+    assert sum(op.split()[0].startswith("LDS") for op in body) >= 12  # the dt, B and C rows: 3 x 4 16-byte reads
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "hidden,conv,state", [(192, 4, 16), (136, 4, 16), (288, 4, 16), (576, 4, 16), (64, 3, 4)],
+    ids=["ti", "masked", "s_rank", "m_rank", "k3_n4"],
+)
+def test_gpu_forward_smem_vs_v4_and_float64(dtype, hidden, conv, state):
+    """The forward v7 (Gluon; shared-memory staging of each chunk's inputs) against v4 and float64, per direction
+    (out2, one launch) and summed (two launches: ungated, then added and gated), at lengths around its 16-token chunks
+    (1, 5, 16, 17, 37, 3,137): as close to float64 as v4 (5% slack) and within 1e-3 of it. Widths: Ti's (d_inner
+    384, three 128-channel blocks, no masks), d_inner 272 (a masked block), VideoMamba-S's and -M's (dt ranks 18 and
+    36, padded to 32 and 64: the wide settings) and a conv of width 3 with 4 states. A dt rank padded below the
+    states (d_inner 80: rank 3 in 4 floats, 16 states) is left to v4. v7 is forced past the small-batch rule (which gives the
+    v6 kernel's sequence groups at this batch), then its selection is checked at batch 128."""
+    from videomamba import bimamba_triton as bt
+    from videomamba.modeling_videomamba import VideoMambaMixer
+
+    if not bt._HAS_GLUON:
+        pytest.skip("this Triton has no Gluon")
+    torch.manual_seed(0)
+    config = tiny_config(hidden_size=hidden, state_size=state, conv_kernel=conv)
+    mixer = _randomize(VideoMambaMixer(config, layer_idx=0)).cuda()
+    ref_mixer = VideoMambaMixer(config, layer_idx=0).double().cuda()
+    ref_mixer.load_state_dict(mixer.state_dict())
+    tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer), half_dtype=dtype)
+    few, smem = bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_SMEM_CONFIG
+    for batch, length in [(2, 1), (3, 5), (2, 16), (2, 17), (3, 37), (2, 3137)]:
+        xz = torch.randn(batch, length, 2 * config.intermediate_size, device="cuda").to(dtype)
+        with torch.no_grad():
+            ref = _directions_ref(ref_mixer, xz.double())
+        xdbl = bt._xproj_forward(xz, tabs)
+        runs = {}
+        try:
+            bt.SCAN_FWD_FEW_WARPS_CONFIG = None  # no sequence groups: v7 unless turned off, else v4
+            assert bt._scan_fwd_smem_config(xz, tabs) is not None
+            runs["v7"] = (bt._scan_forward(xz, xdbl, tabs), bt._scan_forward(xz, xdbl, tabs, summed=True))
+            bt.SCAN_FWD_SMEM_CONFIG = None
+            runs["v4"] = (bt._scan_forward(xz, xdbl, tabs), bt._scan_forward(xz, xdbl, tabs, summed=True))
+        finally:
+            bt.SCAN_FWD_FEW_WARPS_CONFIG, bt.SCAN_FWD_SMEM_CONFIG = few, smem
+        for k, want in enumerate((ref, ref.sum(2))):
+            got, v4 = runs["v7"][k], runs["v4"][k]
+            assert got.dtype == dtype and got.shape == want.shape and torch.isfinite(got).all()
+            assert _rel(got, v4) < 1e-3, (length, k, _rel(got, v4))
+            assert _rel(got, want) <= 1.05 * _rel(v4, want) + 1e-6, (length, k, _rel(got, want), _rel(v4, want))
+    big = torch.empty(128, 16, 2 * config.intermediate_size, device="cuda", dtype=dtype)
+    settings = bt._scan_fwd_smem_config(big, tabs)
+    assert settings is not None and settings["EVEN"] == (config.intermediate_size % 32 == 0)
+    assert bt._scan_fwd_smem_config(big.float(), tabs) is None  # float32 inputs stay on the Triton kernels
+    narrow = VideoMambaMixer(tiny_config(hidden_size=40, state_size=16), layer_idx=0).cuda()
+    narrow_tabs = bt._Tables(*bt.stacked_mixer_parameters(narrow))
+    assert bt._scan_fwd_smem_config(torch.empty(128, 16, 160, device="cuda", dtype=dtype), narrow_tabs) is None
 
 
 @pytest.mark.gpu

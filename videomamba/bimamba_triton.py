@@ -32,6 +32,11 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
   inference batches), where each warp is bound by the latency of its own chain, and every launch of a wide mixer (dt
   rank above `SCAN_FWD_V4_MAX_RANK`: VideoMamba-S, -M), whose dt_proj weights and rows do not fit v4's registers; v4
   the large launches of narrow mixers.
+* `_scan_fwd_smem_kernel` (v7, written in Gluon, Triton's lower-level language, where Gluon is available): v4's
+  computation with each chunk of 16 tokens' inputs (x_dbl rows, x, z, and the first direction's output when the
+  second adds to it) copied into shared-memory ring buffers by `cp.async` one chunk ahead and read per token with
+  broadcast shared-memory loads, so no registers wait on loads in flight. It runs every half-precision forward on
+  GPUs of compute capability 8.0+ except the small batches that v6 cuts into sequence groups (`SCAN_FWD_SMEM_CONFIG`).
 * Backward: the sweeps as a two-level scan (`_scan_bwd_split_local_kernel`: every group of chunks from a zero
   carry, in parallel; `_scan_bwd_split_combine_kernel`: the carries over the groups), giving the states entering
   every chunk of `T` tokens and the adjoint entering every group of chunks from its right end; then
@@ -69,6 +74,15 @@ except Exception as error:  # pragma: no cover - exercised only where Triton is 
     raise ImportError(
         "videomamba.bimamba_triton needs Triton (pip install triton); use scan_backend='torch' or 'mamba_ssm'."
     ) from error
+
+try:  # Gluon (Triton 3.5+): the forward v7 kernel; without it the Triton kernels run everywhere
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.ampere import async_copy as _gl_async_copy
+
+    _HAS_GLUON = True
+except Exception:  # pragma: no cover - older Triton
+    _HAS_GLUON = False
 
 
 LOG2E = 1.4426950408889634
@@ -900,6 +914,201 @@ def _scan_fwd_chunk_kernel(
             for n in tl.static_range(N):
                 tl.store(hin_ptr + (slot0 + grp) * (NP4 * D) + n * D + offs_d, hs[n], mask=mask_d)
             tl.store(sdel_ptr + (slot0 + grp) * D + offs_d, sd, mask=mask_d)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# forward v7: the per-token rows staged in shared memory (Gluon)
+# ---------------------------------------------------------------------------------------------------------------
+# v4 keeps each token's x_dbl row (dt, B, C: 44 broadcast floats) and x, z in registers one token ahead, so that the
+# loads are issued early: 168 registers, 3 warps per scheduler, and Nsight Compute still finds a third of the stall
+# samples on those loads. Triton cannot place data in shared memory explicitly; Gluon (Triton's lower-level language,
+# `triton.experimental.gluon`) can. v7 copies chunks of T tokens' rows, x, z and (adding) the earlier direction's
+# output into shared-memory ring buffers with `cp.async` (no registers held while in flight, one chunk ahead), and
+# each token reads its row with broadcast `ld.shared` just before use. Same grid, tables, arithmetic (LEAN forms,
+# half-precision inputs) and outputs as v4.
+if _HAS_GLUON:
+    _gl_barrier = getattr(gl, "thread_barrier", None) or getattr(gl, "barrier")  # renamed in later Triton releases
+    _gl_async_load = getattr(_gl_async_copy, "async_load", None) or _gl_async_copy.async_copy_global_to_shared
+
+    if hasattr(gl.shared_memory_descriptor, "reinterpret"):
+        @gluon.jit
+        def _smem_ring(buf, ty: gl.constexpr, NBUF: gl.constexpr, T: gl.constexpr, W: gl.constexpr,
+                       layout: gl.constexpr):
+            """A (NBUF T, W) buffer viewed as NBUF slots of (T, W)."""
+            return buf.reinterpret(ty, [NBUF, T, W], layout)
+    else:
+        @gluon.jit
+        def _smem_ring(buf, ty: gl.constexpr, NBUF: gl.constexpr, T: gl.constexpr, W: gl.constexpr,
+                       layout: gl.constexpr):
+            """A (NBUF T, W) buffer viewed as NBUF slots of (T, W)."""
+            return buf._reinterpret(ty, [NBUF, T, W], layout)
+
+    @gluon.jit
+    def _smem_copy_chunk(xz_ptr, xdbl_ptr, out_ptr, rows_s, x_s, z_s, p_s, c, L, dr, D, c0, x_b, xd_b, o_b,
+                         s_xz_l, s_xd_l, s_o_l, PS: gl.constexpr, PSP: gl.constexpr, BD: gl.constexpr,
+                         T: gl.constexpr, ADD: gl.constexpr, GATE: gl.constexpr, LROWS: gl.constexpr,
+                         LCH: gl.constexpr):
+        """Issue (one commit group) the copies of chunk c, scan positions c T .. c T + T - 1 (tokens t = p, or
+        L - 1 - p for direction 1), into one ring slot each: x_dbl rows (T, PSP) float32 (PS used), and this
+        program's channels of x, and with GATE z, with ADD the output already there, (T, BD) half each. Positions
+        past the end and channels past D are not copied."""
+        p_r = c * T + gl.arange(0, T, layout=gl.SliceLayout(1, LROWS))
+        t_r = gl.minimum(gl.maximum(gl.where(dr == 0, p_r, L - 1 - p_r), 0), L - 1)
+        col = gl.arange(0, PSP, layout=gl.SliceLayout(0, LROWS))
+        _gl_async_load(rows_s, xdbl_ptr + xd_b + t_r[:, None] * s_xd_l + col[None, :],
+                       mask=(p_r < L)[:, None] & (col < PS)[None, :])
+        p_x = c * T + gl.arange(0, T, layout=gl.SliceLayout(1, LCH))
+        t_x = gl.minimum(gl.maximum(gl.where(dr == 0, p_x, L - 1 - p_x), 0), L - 1)
+        ch = c0 + gl.arange(0, BD, layout=gl.SliceLayout(0, LCH))
+        m_x = (p_x < L)[:, None] & (ch < D)[None, :]
+        off = t_x[:, None] * s_xz_l + ch[None, :]
+        _gl_async_load(x_s, xz_ptr + x_b + off, mask=m_x)
+        if GATE:
+            _gl_async_load(z_s, xz_ptr + x_b + D + off, mask=m_x)
+        if ADD:
+            _gl_async_load(p_s, out_ptr + o_b + t_x[:, None] * s_o_l + ch[None, :], mask=m_x)
+        _gl_async_copy.commit_group()
+
+    @gluon.jit
+    def _smem_token(h, xt, xp1, xp2, xp3, j, rows_s, z_s, p_s, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                    RP4: gl.constexpr, NP4: gl.constexpr, ADD: gl.constexpr, GATE: gl.constexpr, LN: gl.constexpr,
+                    LRK: gl.constexpr, LD: gl.constexpr):
+        """`_scan_token` (LEAN) for the token in ring row j: its x_dbl row read from shared memory as broadcast
+        (RP4,) / (NP4,) vectors; h, a2 (BD, NP4), wdt (BD, RP4), the rest (BD,). The conv taps come halved
+        (`_halved`). With ADD the value already stored is added (from its staged copy); with GATE the sum is gated.
+        Returns the new state and the output (BD,) float32."""
+        row = rows_s.index(j)
+        dtl = row.slice(0, RP4).load(gl.SliceLayout(0, LRK))
+        bv = row.slice(RP4, NP4).load(gl.SliceLayout(0, LN))
+        cv = row.slice(RP4 + NP4, NP4).load(gl.SliceLayout(0, LN))
+        xc = _silu_of_double(cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3)
+        delta = _softplus(gl.convert_layout(gl.sum(wdt * dtl[None, :], axis=1), LD) + bdt, True)
+        h = _exp2(a2 * delta[:, None], True) * h + bv[None, :] * (delta * xc)[:, None]
+        y = gl.sum(h * cv[None, :], axis=1) + dsk * xc
+        if ADD:
+            y = y + p_s.index(j).load(LD).to(gl.float32)
+        if GATE:
+            y = _gated(y, z_s.index(j).load(LD).to(gl.float32))
+        return h, y
+
+    @gluon.jit
+    def _scan_fwd_smem_kernel(
+        xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr,
+        L, D, dir0, s_xz_b, s_xz_l, s_xd_b, s_xd_l, s_o_b, s_o_l, s_o_dir,
+        K: gl.constexpr, RP4: gl.constexpr, NP4: gl.constexpr, PS: gl.constexpr, PSP: gl.constexpr,
+        BD: gl.constexpr, T: gl.constexpr, NBUF: gl.constexpr, UNROLL: gl.constexpr, ADD: gl.constexpr,
+        GATE: gl.constexpr, EVEN: gl.constexpr, num_warps: gl.constexpr,
+    ):
+        """One direction of the selective scan for BD = 32 num_warps channels of one sample (v7; half-precision
+        inputs, LEAN arithmetic): grid, tables, x_dbl rows (B, L, 2, PS) and outputs as `_scan_fwd_kernel` (out2
+        (B, L, 2, D) with s_o_dir = D, or the directions summed in (B, L, D): direction 0 stores ungated (GATE
+        off), direction 1 adds (ADD) and gates). Each lane owns one channel: its N states, A and dt_proj weights in
+        registers ((BD, NP4) / (BD, RP4) tiles, a row per lane). The inputs of chunks of T scan positions go to
+        ring buffers of NBUF slots in shared memory by `cp.async`, chunk c + NBUF - 1 issued when chunk c starts;
+        one barrier per chunk (every warp done with the slot about to be refilled, and the copies visible), and a
+        second after the issue so that the compiler's own barrier analysis puts none in the token loop. UNROLL = 2:
+        two tokens per iteration (the conv history without register moves)."""
+        pid_d = gl.program_id(0)
+        dr = gl.program_id(1) + dir0
+        pid_b = gl.program_id(2)
+        LN: gl.constexpr = gl.BlockedLayout([1, NP4], [32, 1], [num_warps, 1], [1, 0])
+        LRK: gl.constexpr = gl.BlockedLayout([1, RP4], [32, 1], [num_warps, 1], [1, 0])
+        LD: gl.constexpr = gl.SliceLayout(1, LN)
+        LROWS: gl.constexpr = gl.BlockedLayout([1, 4], [128 // PSP, PSP // 4], [num_warps, 1], [1, 0])
+        LCH: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BD, BD // 8], [num_warps, 1], [1, 0])
+        SL1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        SL2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+        c0 = pid_d * BD
+        offs_d = c0 + gl.arange(0, BD, layout=LD)
+        offs_dr = c0 + gl.arange(0, BD, layout=gl.SliceLayout(1, LRK))
+        offs_n = gl.arange(0, NP4, layout=gl.SliceLayout(0, LN))
+        offs_r = gl.arange(0, RP4, layout=gl.SliceLayout(0, LRK))
+        if EVEN:
+            mask_d = gl.full([BD], 1, gl.int1, LD)
+            mask_dr = gl.full([BD], 1, gl.int1, gl.SliceLayout(1, LRK))
+        else:
+            mask_d = offs_d < D
+            mask_dr = offs_dr < D
+        a2 = gl.load(a2_ptr + (dr * D + offs_d)[:, None] * NP4 + offs_n[None, :], mask=mask_d[:, None], other=0.0)
+        wdt = gl.load(dtw_ptr + (dr * D + offs_dr)[:, None] * RP4 + offs_r[None, :], mask=mask_dr[:, None],
+                      other=0.0)
+        bdt = gl.load(dtb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
+        dsk = gl.load(dsk_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
+        cb = gl.load(convb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
+        taps = convw_ptr + (dr * K + K - 1) * D + offs_d  # `_conv_taps` (Gluon tiles need layouts for their zeros)
+        w0 = gl.load(taps, mask=mask_d, other=0.0)
+        w1 = gl.zeros_like(w0)
+        w2 = gl.zeros_like(w0)
+        w3 = gl.zeros_like(w0)
+        if K > 1:
+            w1 = gl.load(taps - D, mask=mask_d, other=0.0)
+        if K > 2:
+            w2 = gl.load(taps - 2 * D, mask=mask_d, other=0.0)
+        if K > 3:
+            w3 = gl.load(taps - 3 * D, mask=mask_d, other=0.0)
+        cb, w0, w1, w2, w3 = _halved(cb, w0, w1, w2, w3)
+
+        half_ty: gl.constexpr = xz_ptr.dtype.element_ty
+        rows_s = gl.allocate_shared_memory(gl.float32, [NBUF * T, PSP], SL1)
+        x_s = gl.allocate_shared_memory(half_ty, [NBUF * T, BD], SL1)
+        z_s = gl.allocate_shared_memory(half_ty, [NBUF * T, BD], SL1)
+        p_s = gl.allocate_shared_memory(half_ty, [NBUF * T, BD], SL1)
+        rows_r = _smem_ring(rows_s, gl.float32, NBUF, T, PSP, SL2)
+        x_r = _smem_ring(x_s, half_ty, NBUF, T, BD, SL2)
+        z_r = _smem_ring(z_s, half_ty, NBUF, T, BD, SL2)
+        p_r = _smem_ring(p_s, half_ty, NBUF, T, BD, SL2)
+        x_b = pid_b.to(gl.int64) * s_xz_b
+        xd_b = pid_b.to(gl.int64) * s_xd_b + dr * PS
+        o_b = pid_b.to(gl.int64) * s_o_b + dr * s_o_dir
+        o_base = out_ptr + o_b + offs_d
+        for c in gl.static_range(NBUF - 1):
+            _smem_copy_chunk(xz_ptr, xdbl_ptr, out_ptr, rows_r.index(c), x_r.index(c), z_r.index(c), p_r.index(c),
+                             c, L, dr, D, c0, x_b, xd_b, o_b, s_xz_l, s_xd_l, s_o_l, PS, PSP, BD, T, ADD, GATE,
+                             LROWS, LCH)
+        h = gl.zeros([BD, NP4], gl.float32, LN)
+        xp1 = gl.zeros([BD], gl.float32, LD)
+        xp2 = gl.zeros([BD], gl.float32, LD)
+        xp3 = gl.zeros([BD], gl.float32, LD)
+        step = 1 - 2 * dr
+        for c in range(gl.cdiv(L, T)):
+            _gl_async_copy.wait_group(NBUF - 2)  # this thread's copies of chunk c have landed
+            _gl_barrier()  # everyone's, and every warp is done with chunk c - 1's slot
+            cn = c + NBUF - 1
+            sn = cn % NBUF
+            _smem_copy_chunk(xz_ptr, xdbl_ptr, out_ptr, rows_r.index(sn), x_r.index(sn), z_r.index(sn),
+                             p_r.index(sn), cn, L, dr, D, c0, x_b, xd_b, o_b, s_xz_l, s_xd_l, s_o_l, PS, PSP, BD, T,
+                             ADD, GATE, LROWS, LCH)
+            _gl_barrier()
+            j0 = (c % NBUF) * T
+            n = gl.minimum(L - c * T, T)
+            t = gl.where(dr == 0, c * T, L - 1 - c * T)
+            jt = j0
+            if UNROLL == 2:
+                for i in range(n // 2):
+                    j = j0 + 2 * i
+                    xt = x_s.index(j).load(LD).to(gl.float32)
+                    xt2 = x_s.index(j + 1).load(LD).to(gl.float32)
+                    h, y = _smem_token(h, xt, xp1, xp2, xp3, j, rows_s, z_s, p_s, a2, wdt, bdt, dsk, cb, w0, w1, w2,
+                                       w3, RP4, NP4, ADD, GATE, LN, LRK, LD)
+                    gl.store(o_base + t * s_o_l, y.to(half_ty), mask=mask_d)
+                    h, y = _smem_token(h, xt2, xt, xp1, xp2, j + 1, rows_s, z_s, p_s, a2, wdt, bdt, dsk, cb, w0, w1,
+                                       w2, w3, RP4, NP4, ADD, GATE, LN, LRK, LD)
+                    gl.store(o_base + (t + step) * s_o_l, y.to(half_ty), mask=mask_d)
+                    xp3 = xp1
+                    xp2 = xt
+                    xp1 = xt2
+                    t += 2 * step
+                jt = j0 + 2 * (n // 2)
+            for j in range(jt, j0 + n):
+                xt = x_s.index(j).load(LD).to(gl.float32)
+                h, y = _smem_token(h, xt, xp1, xp2, xp3, j, rows_s, z_s, p_s, a2, wdt, bdt, dsk, cb, w0, w1, w2, w3,
+                                   RP4, NP4, ADD, GATE, LN, LRK, LD)
+                gl.store(o_base + t * s_o_l, y.to(half_ty), mask=mask_d)
+                xp3 = xp2
+                xp2 = xp1
+                xp1 = xt
+                t += step
+        _gl_async_copy.wait_group(0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1850,6 +2059,59 @@ def _scan_fwd_config(batch: int, d_inner: int, num_dirs: int, device: torch.devi
     return few if warps <= sms * SCAN_FWD_FEW_WARPS_PER_SM else SCAN_FWD_CONFIG
 
 
+# v7 (session 11; `_scan_fwd_smem_kernel`, Gluon): each token's x_dbl row, x, z and (adding) the earlier direction's
+# output staged in shared memory by `cp.async` a chunk of T tokens ahead, read with broadcast shared-memory loads just
+# before use. Offline SASS (Triton 3.6, sm_90, Ti bf16, the adding and gating launch): 150 instructions per token
+# (v4: 175.5) at 120 registers (v4: 168). H100, bf16, one layer's scan, two alternating rounds: Ti batch 128 x 16
+# frames 2.15-2.24 ms (v4 3.09-3.16), 64 frames 8.39-8.52 (v4 11.9-12.0); batch 32 (out2, one launch) 0.77-0.80
+# (v6 1.05-1.15); S 4.49-4.60 (v6 7.56); M (UNROLL 1, 168 registers) 9.63-9.66 (v6 13.7-13.8). Outputs equal to
+# v4's bit for bit at Ti's width (the same arithmetic in the same order). Used for half-precision inputs on CUDA
+# (compute capability 8.0+, for `cp.async`) wherever the v6 kernel would not cut the sequence into groups (small
+# batches keep v6's sequence parallelism); `None` turns it off. Wide dt ranks (RP4 above WIDE_RP4) take WIDE_UNROLL
+# and WIDE_MAXNREG (M's 64 padded dt_proj weights per lane).
+SCAN_FWD_SMEM_CONFIG = {"VERSION": 7, "BD": 128, "T": 16, "NBUF": 2, "UNROLL": 2, "maxnreg": 128,
+                        "WIDE_RP4": 32, "WIDE_UNROLL": 1, "WIDE_MAXNREG": 168}
+
+
+def _scan_fwd_smem_config(xz: torch.Tensor, tabs) -> dict:
+    """The v7 launch settings for this call ({"BD", "num_warps", "EVEN", "T", "NBUF", "UNROLL", "maxnreg"}), or None
+    where v7 does not apply: no Gluon, not CUDA or below compute capability 8.0, the interpreter, float32 inputs,
+    a conv wider than 4, x_dbl rows over 128 floats or with the padded dt rank not a multiple of the padded state
+    size (a shared-memory slice starts at a multiple of its length; VideoMamba's 16 states and dt ranks of 12-36
+    padded to 16-64 are), channels or strides not in 16-byte units, or a launch small enough for the v6 kernel's
+    sequence groups."""
+    cfg = SCAN_FWD_SMEM_CONFIG
+    if cfg is None or not _HAS_GLUON or _interpreting() or xz.device.type != "cuda":
+        return None
+    if xz.dtype not in (torch.float16, torch.bfloat16) or tabs.k > 4 or tabs.psp > 128 or tabs.rp4 % tabs.np4:
+        return None
+    batch, length, _ = xz.shape
+    d_inner = tabs.d_inner
+    if d_inner % 8 or xz.stride(2) != 1 or xz.stride(1) % 8 or xz.stride(0) % 8 or xz.data_ptr() % 16:
+        return None
+    if torch.cuda.get_device_capability(xz.device) < (8, 0):
+        return None
+    few = SCAN_FWD_FEW_WARPS_CONFIG
+    if few is not None and _scan_fwd_group_tokens(few, batch, d_inner, length, xz.device):
+        return None
+    return _scan_fwd_smem_settings(tabs)
+
+
+def _scan_fwd_smem_settings(tabs) -> dict:
+    """v7's launch settings for these tables: the largest channel block (BD, a warp per 32 channels) of at most
+    SCAN_FWD_SMEM_CONFIG["BD"] that divides d_inner (EVEN: no channel masks), else one with masks; UNROLL and the
+    register cap by dt rank."""
+    cfg, d_inner = SCAN_FWD_SMEM_CONFIG, tabs.d_inner
+    bd = next((b for b in (cfg["BD"], 64, 32) if b <= cfg["BD"] and d_inner % b == 0), None)
+    even = bd is not None
+    if not even:
+        bd = min(cfg["BD"], max(32, _next_pow2(d_inner)))
+    wide = tabs.rp4 > cfg["WIDE_RP4"]
+    return {"BD": bd, "num_warps": bd // 32, "EVEN": even, "T": cfg["T"], "NBUF": cfg["NBUF"],
+            "UNROLL": cfg["WIDE_UNROLL"] if wide else cfg["UNROLL"],
+            "maxnreg": cfg["WIDE_MAXNREG"] if wide else cfg["maxnreg"]}
+
+
 # The mixer sums the directions in the scan's output buffer (two launches; half the output memory, out_proj with
 # K = d_inner) rather than out_proj over both directions' outputs (K = 2 d_inner, one launch), unless the two
 # directions' warps together fit in one wave of the GPU (about SCAN_FWD_WARPS_PER_SM warps per
@@ -2142,10 +2404,22 @@ def _scan_forward(xz: torch.Tensor, xdbl: torch.Tensor, tabs: _Tables, summed: b
     d_inner = tabs.d_inner
     shape = (batch, length, d_inner) if summed else (batch, length, 2, d_inner)
     out = torch.empty(shape, device=xz.device, dtype=xz.dtype)
+    launches = [(0, 1, False), (1, 1, True)] if summed else [(0, 2, False)]  # (first direction, directions, ADD)
+    smem = _scan_fwd_smem_config(xz, tabs)
+    if smem is not None:
+        for dir0, num_dirs, add in launches:
+            _scan_fwd_smem_kernel[(_cdiv(d_inner, smem["BD"]), num_dirs, batch)](
+                xz, xdbl, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, tabs.a2, tabs.dsk, out,
+                length, d_inner, dir0, xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1),
+                out.stride(0), out.stride(1), 0 if summed else out.stride(2),
+                K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps, PSP=tabs.psp, BD=smem["BD"], T=smem["T"],
+                NBUF=smem["NBUF"], UNROLL=smem["UNROLL"], ADD=add, GATE=add or not summed, EVEN=smem["EVEN"],
+                num_warps=smem["num_warps"], **_reg_cap(smem["maxnreg"]),
+            )
+        return out
     cfg = _scan_fwd_config(batch, d_inner, 1 if summed else 2, xz.device, tabs.r)
     fast, tanh = _fast_flags(xz.dtype)
     maxnreg = cfg.get("maxnreg")
-    launches = [(0, 1, False), (1, 1, True)] if summed else [(0, 2, False)]  # (first direction, directions, ADD)
     version = cfg.get("VERSION", 4)
     if version not in (4, 6):
         raise ValueError(f"SCAN_FWD_CONFIG['VERSION'] must be 4 or 6, got {version!r}.")
