@@ -2069,7 +2069,7 @@ def _scan_fwd_config(batch: int, d_inner: int, num_dirs: int, device: torch.devi
 # (compute capability 8.0+, for `cp.async`) wherever the v6 kernel would not cut the sequence into groups (small
 # batches keep v6's sequence parallelism); `None` turns it off. Wide dt ranks (RP4 above WIDE_RP4) take WIDE_UNROLL
 # and WIDE_MAXNREG (M's 64 padded dt_proj weights per lane).
-SCAN_FWD_SMEM_CONFIG = {"VERSION": 7, "BD": 128, "T": 16, "NBUF": 2, "UNROLL": 2, "maxnreg": 128,
+SCAN_FWD_SMEM_CONFIG = {"BD": 128, "T": 16, "NBUF": 2, "UNROLL": 2, "maxnreg": 128,
                         "WIDE_RP4": 32, "WIDE_UNROLL": 1, "WIDE_MAXNREG": 168}
 
 
