@@ -940,8 +940,8 @@ def test_gpu_forward_smem_vs_v4_and_float64(dtype, hidden, conv, state):
     (1, 5, 16, 17, 37, 3,137): as close to float64 as v4 (5% slack) and within 1e-3 of it. Widths: Ti's (d_inner
     384, three 128-channel blocks, no masks), d_inner 272 (a masked block), VideoMamba-S's and -M's (dt ranks 18 and
     36, padded to 32 and 64: the wide settings) and a conv of width 3 with 4 states. A dt rank padded below the
-    states (d_inner 80: rank 3 in 4 floats, 16 states) is left to v4. v7 is forced past the small-batch rule (which gives the
-    v6 kernel's sequence groups at this batch), then its selection is checked at batch 128."""
+    states (d_inner 80: rank 3 in 4 floats, 16 states) is left to v4. v7 is forced past the small-batch rule (which
+    gives the v6 kernel's sequence groups at this batch), then its selection is checked at batch 128."""
     from videomamba import bimamba_triton as bt
     from videomamba.modeling_videomamba import VideoMambaMixer
 
