@@ -4,6 +4,7 @@ VideoMamba-Ti mixer sizes. (The single-kernel v4 backward and the sequential swe
 against were removed in sessions 4 and 5; their timings are in NOTES_triton.md.)
 
     python benchmarks/bench_scan_bwd.py [--out DIR] [--skip-train] [--variants "pf,pf spf4"] [--aux]
+        [--reference "s6 default"] [--rounds 3]
 
 1. The scan kernels of the backward alone (`bimamba_triton._scan_bwd_scan`) and the whole `_scan_backward` of one
    layer, at batch 32 x 16 frames (L = 3137) and batch 8 x 64 frames (L = 12545), per variant (CUDA events,
@@ -35,6 +36,7 @@ from bench_scan import cuda_time, time_training_step  # noqa: E402  (same folder
 
 _S4 = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_UNROLL": 2,
        "SWEEP_MAXNREG": 168}  # the session-4 default: no L1 prefetches
+_S6 = {**_S4, "PF": True, "SWEEP_PF1": 4, "RS_SMEM": True}  # the session-6 default
 VARIANTS = {  # SCAN_BWD_CONFIG for each variant (the session-3/4 variants with sequential sweeps are in NOTES_triton.md)
     "s4 split sweeps": _S4,
     "s4 r168": {**_S4, "maxnreg": 168},
@@ -57,6 +59,14 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant (the session-3/4 variants with 
     "pf spf4 T4": {**_S4, "PF": True, "SWEEP_PF1": 4, "T": 4},
     "pf spf4 g8": {**_S4, "PF": True, "SWEEP_PF1": 4, "DA_BLOCK": 8},
     "pf spf4 g32": {**_S4, "PF": True, "SWEEP_PF1": 4, "DA_BLOCK": 32},
+    # session 12 (Nsight Compute on the session-6 default: 33% of the group kernel's stall samples in its chunk
+    # prologue, 21% long scoreboard: the 8 tokens' dt rows loaded and used one token at a time under the register cap,
+    # each an L2 round trip): the dt entries as 16-byte loads (DT_VEC), and the conv's taps from the chunk's own x
+    # columns plus three loads before it (X_COLS: 11 loads, not 32). (An L1 prefetch of the next chunk's rows at the
+    # top of each chunk was slower on top of these, 4.55 -> 4.64-4.73 ms, and was removed; NOTES_triton.md.)
+    "s6 default": _S6,
+    "s6 dtvec": {**_S6, "DT_VEC": True},
+    "s6 dtvec xcols": {**_S6, "DT_VEC": True, "X_COLS": True},
 }
 
 
@@ -125,6 +135,7 @@ def aux_kernels(results, batch=32, frames=16):
 
 
 REFERENCE = "s4 split sweeps"  # the session-4 default; always timed first
+ROUNDS = 1  # --rounds: the variants timed again in order, alternating (their later timings appended)
 
 
 _DA_BLOCK = bt.DA_BLOCK
@@ -160,7 +171,17 @@ def layer_backward(results, batch, frames, names):
         _, aneg, a2 = bt._backward_a_tables(tabs, a_log)
     key = f"b{batch}_{frames}f_L{length}"
     out, ref = {}, None
-    for name in names:
+    for name in names * ROUNDS:
+        if name in out and ROUNDS > 1:  # a later round: the timings only, appended
+            set_variant(name)
+            with torch.no_grad():
+                scan = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg), warmup=1, reps=5)
+                whole = cuda_time(lambda: bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True, A_log=a_log),
+                                  warmup=1, reps=5)
+            out[name].setdefault("later_rounds_scan_whole_ms", []).append([scan[0], whole[0]])
+            print(f"{key:22s} {name:18s} scan kernels {scan[0]:8.2f} ms  whole backward {whole[0]:8.2f} ms "
+                  "(later round)", flush=True)
+            continue
         set_variant(name)
         with torch.no_grad():
             scan = cuda_time(lambda: bt._scan_bwd_scan(xz, xdbl, dy, 0, tabs, a2, aneg), warmup=1, reps=5)
@@ -223,10 +244,15 @@ def main():
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--aux", action="store_true", help="first tune the x_proj / conv backward kernels (AUX_VARIANTS)")
     parser.add_argument("--skip-64f", action="store_true")
+    parser.add_argument("--reference", default=REFERENCE,
+                        help="the variant timed first, which the others are compared to")
+    parser.add_argument("--rounds", type=int, default=1, help="time the variants this many times, alternating")
     args = parser.parse_args()
+    global ROUNDS
+    ROUNDS = args.rounds
     torch.backends.cuda.matmul.allow_tf32 = False
     others = list(VARIANTS) if not args.variants else args.variants.split(",")
-    names = [REFERENCE] + [n for n in others if n != REFERENCE]
+    names = [args.reference] + [n for n in others if n != args.reference]
     default = dict(bt.SCAN_BWD_CONFIG)
     results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "default_config": default}
     try:
@@ -244,9 +270,9 @@ def main():
     ok = [n for n in names[1:] if res16[n].get("finite") and res16[n]["vs_first_worst"] < 2e-2]
     best = min(ok, key=lambda n: res16[n]["scan_kernels_ms"]) if ok else None
     results["fastest_at_b32_16f"] = best
-    print(f"fastest variant (batch 32, 16 frames, gradients within 2e-2 of {REFERENCE}): {best}")
+    print(f"fastest variant (batch 32, 16 frames, gradients within 2e-2 of {names[0]}): {best}")
     if not args.skip_train:
-        model_training(results, [REFERENCE] + ([best] if best else []))
+        model_training(results, [names[0]] + ([best] if best else []))
     bt.SCAN_BWD_CONFIG.clear()
     bt.SCAN_BWD_CONFIG.update(default)
     bt.DA_BLOCK = _DA_BLOCK

@@ -663,10 +663,13 @@ _GROUP6_SCRIPT = textwrap.dedent(
     tabs = bt._Tables(*params)
     _, aneg, a2 = bt._backward_a_tables(tabs, params[5])
     cfg0, da0 = dict(bt.SCAN_BWD_CONFIG), bt.DA_BLOCK
+    # the prologue's loads one by one (DT_VEC, X_COLS off; the defaults load the dt entries in fours and take the
+    # conv taps from the chunk's own columns)
+    scalar = {"DT_VEC": False, "X_COLS": False}
     cases = {  # name: (dtype, length, T, DA_BLOCK, the GROUP 6 runs' extra settings)
         # 3 chunks: a group of 2, then a partial group; a partial chunk
-        "fp32_L19_t8_g2": (torch.float32, 19, 8, 2, [{}, {"NV": 4}]),
-        "fp32_L11_t4": (torch.float32, 11, 4, 16, [{"NV": 2}]),
+        "fp32_L19_t8_g2": (torch.float32, 19, 8, 2, [{}, {"NV": 4}, scalar]),
+        "fp32_L11_t4": (torch.float32, 11, 4, 16, [{"NV": 2}, scalar]),
         "bf16_L9_t8": (torch.bfloat16, 9, 8, 16, [{"NV": 4}]),
     }
     results = {}
@@ -699,13 +702,15 @@ def test_interpreter_group6_matches_group5():
     interpreter: all six outputs of the backward's scan kernels
     (`_scan_bwd_scan`: y, dxc, ddp, the x_dbl gradient's dB / dC / dt columns, the dA and dD partial sums; every
     gradient is computed from them by the same host code) exactly equal, float32 and bfloat16, T 8 and 4, groups of
-    2 chunks or one, lengths ending inside a chunk, a partial channel block. The interpreter runs
+    2 chunks or one, lengths ending inside a chunk, a partial channel block; and with the chunk prologue's loads one
+    by one (`DT_VEC`, `X_COLS` off) against the defaults' vector loads and conv taps from the chunk's own columns (the
+    rank 2 of this mixer: one partial group of dt entries; the taps at the sequence's start). The interpreter runs
     `_channel_sums_scattered`'s selection path; the GPU's inline PTX is checked by
     `test_reduce_scatter_ptx_matches_butterfly_sums`."""
     results = _run_interpreted(_GROUP6_SCRIPT, timeout=600)
     assert len(results) == 3
     for case, tensors in results.items():
-        assert len(tensors) == 6 * (2 if case == "fp32_L19_t8_g2" else 1), case
+        assert len(tensors) == 6 * {"fp32_L19_t8_g2": 3, "fp32_L11_t4": 2}.get(case, 1), case
         for i, (diff, scale, finite) in enumerate(tensors):
             assert finite and scale > 0 and diff == 0.0, (case, i, diff, scale)
 

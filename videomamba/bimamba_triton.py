@@ -1564,7 +1564,7 @@ def _scan_bwd_group_kernel(
     RP4: tl.constexpr, NP4: tl.constexpr, PS: tl.constexpr,
     BD: tl.constexpr, T: tl.constexpr, GCH: tl.constexpr, FAST: tl.constexpr,
     RS: tl.constexpr = False, RS_ASM: tl.constexpr = False, NV: tl.constexpr = 1, PF: tl.constexpr = False,
-    RS_SMEM: tl.constexpr = False,
+    RS_SMEM: tl.constexpr = False, DT_VEC: tl.constexpr = False, X_COLS: tl.constexpr = False,
 ):
     """Phase 2 of the v5 backward: one group of GCH chunks of T tokens, BD channels, one direction of one sample
     (grid: channel block, direction, sample * NGRP + group). The chunks of the group from its last, starting from the
@@ -1591,7 +1591,12 @@ def _scan_bwd_group_kernel(
     PF (`SCAN_BWD_CONFIG["PF"]`; needs D % BD = 0, no masked-off channel; not under the interpreter): at the top of
     state n's iteration, the rows of state n + 1 that come from L2 (checkpoints, adjoint carry, dA) are prefetched
     into L1 (`_prefetch_l1`), so that their loads one iteration later do not stall the state's first FMAs for an L2
-    round trip."""
+    round trip.
+
+    DT_VEC (`SCAN_BWD_CONFIG["DT_VEC"]`): the chunk's dt entries of x_dbl as 16-byte broadcast loads, (BD, T, 4)
+    tiles split in registers, instead of R scalar loads per token (under the register cap the compiler issues them
+    one token at a time, each an L2 round trip). X_COLS (T 2, 4 or 8): the conv's earlier taps from the chunk's own
+    x columns and the three positions before it, not K shifted tile loads. Same arithmetic in the same order."""
     pid_d = tl.program_id(0)
     dr = tl.program_id(1)
     pid_g = tl.program_id(2)
@@ -1642,13 +1647,30 @@ def _scan_bwd_group_kernel(
         valid2 = valid[None, :] & dmask2
         # conv over the direction's past: scan positions i, i-1, ..., i-K+1
         xrow = x_base + tok[None, :] * s_xz_l + dc2
-        pre = cb[:, None] + w0[:, None] * tl.load(xrow, mask=valid2, other=0.0).to(tl.float32)
-        if K > 1:
+        xt = tl.load(xrow, mask=valid2, other=0.0).to(tl.float32)
+        pre = cb[:, None] + w0[:, None] * xt
+        if X_COLS:  # the taps from the chunk's own columns and the three positions before it (3 loads, not 3 T)
+            t0 = dr * (L - 1) + step * (c * T)  # the token at the chunk's first scan position
+            p0v = offs_d * 0 + c * T
+            seq = ()
+            for j in tl.static_range(3):
+                seq = seq + (tl.load(x_base + (t0 - (3 - j) * step) * s_xz_l + dc, mask=mask_d & (p0v >= 3 - j),
+                                     other=0.0).to(tl.float32),)
+            seq = seq + _cols(xt, T)
+            if K > 1:
+                pre += w1[:, None] * _from_cols(seq[2:2 + T], T)
+            if K > 2:
+                pre += w2[:, None] * _from_cols(seq[1:1 + T], T)
+            if K > 3:
+                pre += w3[:, None] * _from_cols(seq[0:T], T)
+        elif K > 1:
             pre += w1[:, None] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[None, :], other=0.0).to(tl.float32)
-        if K > 2:
-            pre += w2[:, None] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[None, :], other=0.0).to(tl.float32)
-        if K > 3:
-            pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :], other=0.0).to(tl.float32)
+            if K > 2:
+                pre += w2[:, None] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[None, :],
+                                             other=0.0).to(tl.float32)
+            if K > 3:
+                pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
+                                             other=0.0).to(tl.float32)
         sg = _sigmoid_precise(pre, FAST)
         xc = pre * sg
         z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
@@ -1657,9 +1679,18 @@ def _scan_bwd_group_kernel(
         xdrow = xd_base + (tok * s_xd_l4)[None, :] * 4 + zero2
         # dt_proj: the rank-R product first, the bias last, the sum's rounding kept apart (`_dt_split`)
         dtp = tl.zeros([BD, T], dtype=tl.float32)
-        for r in tl.static_range(R):
-            wr = tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0)
-            dtp += wr[:, None] * tl.load(xdrow + r, mask=valid[None, :], other=0.0)
+        if DT_VEC:  # the rows' dt entries as 16-byte broadcast loads, (BD, T, 4) tiles split in registers
+            xdrow3 = xd_base + (tok * s_xd_l4)[None, :, None] * 4 + tl.arange(0, 4)[None, None, :] + zero2[:, :, None]
+            for q in tl.static_range((R + 3) // 4):
+                d4 = _split4(tl.load(xdrow3 + 4 * q, mask=valid[None, :, None], other=0.0))
+                for j in tl.static_range(4):
+                    if 4 * q + j < R:
+                        wr = tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + 4 * q + j, mask=mask_d, other=0.0)
+                        dtp += wr[:, None] * d4[j]
+        else:
+            for r in tl.static_range(R):
+                wr = tl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r, mask=mask_d, other=0.0)
+                dtp += wr[:, None] * tl.load(xdrow + r, mask=valid[None, :], other=0.0)
         dtp, dtp_lo = _dt_split(dtp, bdt[:, None], FAST)
         delta, sig_dt = _softplus_sigmoid(dtp, dtp_lo, FAST)
         delta = tl.where(valid2, delta, 0.0)
@@ -2175,8 +2206,13 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
 # (`_reduce_scatter_smem_ptx`: 4 stores, 16 loads, one shuffle) instead of 16 shuffles and 30 selects; bitwise the same
 # sums; 333 -> 323 instructions per state and chunk, scan kernels 4.68-4.71 -> 4.56-4.62 ms per layer at batch 32 x 16
 # frames (layer backward 6.64-6.66 -> 6.50-6.54 ms), 4.72 -> 4.60 at 8 x 64.
+# "DT_VEC", "X_COLS" (session 12; Nsight Compute: a third of the group kernel's stall samples in its chunk prologue,
+# where under the register cap each of the 8 tokens' x_dbl dt entries were loaded and used one token at a time, 12
+# scalar loads each): the dt entries as 16-byte loads (3 per token), the conv taps from the chunk's own x columns plus
+# the three positions before it (11 loads instead of 32); bitwise the same results. Scan kernels 4.66-4.74 ->
+# 4.55-4.60 ms per layer at batch 32 x 16 frames, 4.64-4.69 -> 4.52-4.58 at 8 x 64; training step 205.1 -> 201.4 ms.
 SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_UNROLL": 2,
-                   "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4, "RS_SMEM": True}
+                   "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4, "RS_SMEM": True, "DT_VEC": True, "X_COLS": True}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
 # TOK (session 8): half-precision products by `_conv_xproj_tok_kernel` (tokens in registers, 19 instead of 27 SASS
@@ -2548,7 +2584,8 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
         dout.stride(0), dout.stride(1), dout_dir_stride, y.stride(0), y.stride(1), 1,
         R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
         BD=bd, T=t_chunk, GCH=DA_BLOCK, FAST=fast, RS=rs, RS_ASM=rs and not _interpreting(), NV=nv, PF=pf,
-        RS_SMEM=bool(cfg.get("RS_SMEM", False)),
+        RS_SMEM=bool(cfg.get("RS_SMEM", False)), DT_VEC=bool(cfg.get("DT_VEC", False)),
+        X_COLS=bool(cfg.get("X_COLS", False)) and t_chunk in (2, 4, 8),
         num_warps=cfg["num_warps"], **_reg_cap(maxnreg),
     )
     del gcar, pdel
