@@ -719,6 +719,19 @@ def _from_cols(c, T: tl.constexpr):
     return res
 
 
+@triton.jit
+def _conv_taps_cols(pre, seq, w1, w2, w3, K: tl.constexpr, T: tl.constexpr):
+    """pre (BD, T) plus the conv's earlier taps w1 x[i-1] + w2 x[i-2] + w3 x[i-3] (added in that order), taken from seq:
+    the three inputs before the chunk, then its T columns (`_cols`), in scan order."""
+    if K > 1:
+        pre += w1[:, None] * _from_cols(seq[2:2 + T], T)
+    if K > 2:
+        pre += w2[:, None] * _from_cols(seq[1:1 + T], T)
+    if K > 3:
+        pre += w3[:, None] * _from_cols(seq[0:T], T)
+    return pre
+
+
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_fwd_chunk_kernel(
     xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr, hin_ptr, sdel_ptr,
@@ -823,14 +836,8 @@ def _scan_fwd_chunk_kernel(
         pre = cb[:, None] + w0[:, None] * xt
         if XREG:
             # the earlier tokens' x from registers: this chunk's columns and the previous chunk's last three
-            xcol = _cols(xt, T)
-            seq = (xp3, xp2, xp1) + xcol
-            if K > 1:
-                pre += w1[:, None] * _from_cols(seq[2:2 + T], T)
-            if K > 2:
-                pre += w2[:, None] * _from_cols(seq[1:1 + T], T)
-            if K > 3:
-                pre += w3[:, None] * _from_cols(seq[0:T], T)
+            seq = (xp3, xp2, xp1) + _cols(xt, T)
+            pre = _conv_taps_cols(pre, seq, w1, w2, w3, K, T)
             xp3 = seq[T]
             xp2 = seq[T + 1]
             xp1 = seq[T + 2]
@@ -1656,13 +1663,7 @@ def _scan_bwd_group_kernel(
             for j in tl.static_range(3):
                 seq = seq + (tl.load(x_base + (t0 - (3 - j) * step) * s_xz_l + dc, mask=mask_d & (p0v >= 3 - j),
                                      other=0.0).to(tl.float32),)
-            seq = seq + _cols(xt, T)
-            if K > 1:
-                pre += w1[:, None] * _from_cols(seq[2:2 + T], T)
-            if K > 2:
-                pre += w2[:, None] * _from_cols(seq[1:1 + T], T)
-            if K > 3:
-                pre += w3[:, None] * _from_cols(seq[0:T], T)
+            pre = _conv_taps_cols(pre, seq + _cols(xt, T), w1, w2, w3, K, T)
         elif K > 1:
             pre += w1[:, None] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[None, :], other=0.0).to(tl.float32)
             if K > 2:
