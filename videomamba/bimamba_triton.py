@@ -732,6 +732,19 @@ def _conv_taps_cols(pre, seq, w1, w2, w3, K: tl.constexpr, T: tl.constexpr):
     return pre
 
 
+@triton.jit
+def _conv_taps_shifted(pre, xrow, back, pos, valid2, w1, w2, w3, K: tl.constexpr):
+    """`_conv_taps_cols` with the earlier taps loaded: xrow (BD, T) the chunk's x pointers, back the pointer step to
+    the previous scan position, pos (T,) the scan positions (positions before the sequence read as zero)."""
+    if K > 1:
+        pre += w1[:, None] * tl.load(xrow - back, mask=valid2 & (pos >= 1)[None, :], other=0.0).to(tl.float32)
+    if K > 2:
+        pre += w2[:, None] * tl.load(xrow - 2 * back, mask=valid2 & (pos >= 2)[None, :], other=0.0).to(tl.float32)
+    if K > 3:
+        pre += w3[:, None] * tl.load(xrow - 3 * back, mask=valid2 & (pos >= 3)[None, :], other=0.0).to(tl.float32)
+    return pre
+
+
 @triton.jit(do_not_specialize=["s_c"])
 def _scan_fwd_chunk_kernel(
     xz_ptr, xdbl_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr, dsk_ptr, out_ptr, hin_ptr, sdel_ptr,
@@ -841,15 +854,8 @@ def _scan_fwd_chunk_kernel(
             xp3 = seq[T]
             xp2 = seq[T + 1]
             xp1 = seq[T + 2]
-        elif K > 1:
-            pre += w1[:, None] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[None, :],
-                                         other=0.0).to(tl.float32)
-            if K > 2:
-                pre += w2[:, None] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[None, :],
-                                             other=0.0).to(tl.float32)
-            if K > 3:
-                pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
-                                             other=0.0).to(tl.float32)
+        else:
+            pre = _conv_taps_shifted(pre, xrow, step * s_xz_l, pos, valid2, w1, w2, w3, K)
         if LEAN_T:
             xc = _silu_of_double(pre)
         else:
@@ -1664,14 +1670,8 @@ def _scan_bwd_group_kernel(
                 seq = seq + (tl.load(x_base + (t0 - (3 - j) * step) * s_xz_l + dc, mask=mask_d & (p0v >= 3 - j),
                                      other=0.0).to(tl.float32),)
             pre = _conv_taps_cols(pre, seq + _cols(xt, T), w1, w2, w3, K, T)
-        elif K > 1:
-            pre += w1[:, None] * tl.load(xrow - step * s_xz_l, mask=valid2 & (pos >= 1)[None, :], other=0.0).to(tl.float32)
-            if K > 2:
-                pre += w2[:, None] * tl.load(xrow - 2 * step * s_xz_l, mask=valid2 & (pos >= 2)[None, :],
-                                             other=0.0).to(tl.float32)
-            if K > 3:
-                pre += w3[:, None] * tl.load(xrow - 3 * step * s_xz_l, mask=valid2 & (pos >= 3)[None, :],
-                                             other=0.0).to(tl.float32)
+        else:
+            pre = _conv_taps_shifted(pre, xrow, step * s_xz_l, pos, valid2, w1, w2, w3, K)
         sg = _sigmoid_precise(pre, FAST)
         xc = pre * sg
         z = tl.load(xrow + D, mask=valid2, other=0.0).to(tl.float32)
