@@ -4,7 +4,7 @@ VideoMamba-Ti mixer sizes. (The single-kernel v4 backward and the sequential swe
 against were removed in sessions 4 and 5; their timings are in NOTES_triton.md.)
 
     python benchmarks/bench_scan_bwd.py [--out DIR] [--skip-train] [--variants "pf,pf spf4"] [--aux]
-        [--reference "s6 default"] [--rounds 3]
+        [--reference "s6 default"] [--rounds 3] [--xdbl-ab]
 
 1. The scan kernels of the backward alone (`bimamba_triton._scan_bwd_scan`) and the whole `_scan_backward` of one
    layer, at batch 32 x 16 frames (L = 3137) and batch 8 x 64 frames (L = 12545), per variant (CUDA events,
@@ -13,6 +13,8 @@ against were removed in sessions 4 and 5; their timings are in NOTES_triton.md.)
    With --aux, first the x_proj / SiLU and conv backward kernels' launch settings (`AUX_VARIANTS`), timed as the
    whole layer backward; the fastest is kept for the rest of the run.
 2. A training step of the whole Ti model (16 frames, batch 32, bf16) with the reference and the fastest variant.
+With --xdbl-ab, instead: only the training step (16 frames batch 32, 64 frames batch 8) with `bimamba_triton.SAVE_XDBL`
+off (x_dbl recomputed in the backward) and on (the forward's kept), --rounds alternating rounds.
 Prints a table; writes bench_scan_bwd.json to --out (default $OUT or .).
 """
 
@@ -247,6 +249,9 @@ def main():
     parser.add_argument("--reference", default=REFERENCE,
                         help="the variant timed first, which the others are compared to")
     parser.add_argument("--rounds", type=int, default=1, help="time the variants this many times, alternating")
+    parser.add_argument("--xdbl-ab", action="store_true",
+                        help="only the training step with bt.SAVE_XDBL off and on (x_dbl recomputed / saved), "
+                             "--rounds alternating rounds at 16 and 64 frames")
     args = parser.parse_args()
     global ROUNDS
     ROUNDS = args.rounds
@@ -262,16 +267,30 @@ def main():
     except ImportError:
         pass
     t0 = time.time()
+    if args.xdbl_ab:
+        save0 = bt.SAVE_XDBL
+        set_variant(args.reference)
+        for frames, batch in ((16, 32), (64, 8)):
+            for rnd in range(args.rounds):
+                for save in (False, True):
+                    bt.SAVE_XDBL = save
+                    print(f"SAVE_XDBL {save}, round {rnd}", flush=True)
+                    model_training(results, [args.reference], frames=frames, batch=batch)
+                    results[f"xdbl_ab_{frames}f_b{batch}_save{int(save)}_round{rnd}"] = results.pop(
+                        f"model_training_{frames}f_b{batch}")
+        bt.SAVE_XDBL = save0
+        names = []
     if args.aux:
         aux_kernels(results)
-    res16 = layer_backward(results, 32, 16, names)
-    if not args.skip_64f:
+    res16 = layer_backward(results, 32, 16, names) if names else {}
+    if names and not args.skip_64f:
         layer_backward(results, 8, 64, names)
     ok = [n for n in names[1:] if res16[n].get("finite") and res16[n]["vs_first_worst"] < 2e-2]
     best = min(ok, key=lambda n: res16[n]["scan_kernels_ms"]) if ok else None
     results["fastest_at_b32_16f"] = best
-    print(f"fastest variant (batch 32, 16 frames, gradients within 2e-2 of {names[0]}): {best}")
-    if not args.skip_train:
+    if names:
+        print(f"fastest variant (batch 32, 16 frames, gradients within 2e-2 of {names[0]}): {best}")
+    if names and not args.skip_train:
         model_training(results, [names[0]] + ([best] if best else []))
     bt.SCAN_BWD_CONFIG.clear()
     bt.SCAN_BWD_CONFIG.update(default)

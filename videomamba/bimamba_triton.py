@@ -2518,6 +2518,13 @@ def _xproj_recompute(xz: torch.Tensor, tabs: _Tables) -> torch.Tensor:
 
 
 XPROJ_RECOMPUTE_PRECISION = "tf32x3"
+# SAVE_XDBL (session 13): the autograd functions keep the forward's x_dbl (float32, (B, L, 2, PS): 384 bytes per token
+# and layer at Ti's sizes) for the backward instead of recomputing it (`_xproj_recompute`, 0.40-0.44 ms per layer at
+# batch 32 x 16 frames whatever its tile settings: ~9.6 ms of a ~201 ms training step). The backward then
+# differentiates at the x_dbl the forward used (for half-precision inputs: products of the rounded xc and weights, as
+# the stock path computes them), so its recomputed outputs equal the forward's. Float32 inputs: the same x_dbl either
+# way (IEEE products in both).
+SAVE_XDBL = True
 TOKEN_BLOCK = 128  # tokens per program of `_dt_proj_bwd_kernel` (a power of 2, at least 16): its float32 partial sums
 DA_BLOCK = 16  # backward chunks (of T tokens) per float32 partial sum of the A and D gradients
 
@@ -2700,15 +2707,17 @@ class BiMambaScanFunction(torch.autograd.Function):
                        half_dtype=_half_dtype(xz.dtype))
         xdbl = _xproj_forward(xz, tabs)
         out2 = _scan_forward(xz, xdbl, tabs)
-        ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D)
+        ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D,
+                              xdbl if SAVE_XDBL else None)
         ctx.tabs = tabs  # the backward's tables too (the saved parameters' version check still guards them)
         return out2
 
     @staticmethod
     def backward(ctx, dout2):
-        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D = ctx.saved_tensors
+        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A_log, D, xdbl = ctx.saved_tensors
         tabs = ctx.tabs
-        xdbl = _xproj_recompute(xz, tabs)
+        if xdbl is None:
+            xdbl = _xproj_recompute(xz, tabs)
         dout2 = dout2.contiguous()
         dxz, _, g = _scan_backward(xz, xdbl, dout2, dout2.stride(2), tabs, need_out_sum=False, A_log=A_log)
         return (
@@ -2725,44 +2734,50 @@ def _half_dtype(dtype: torch.dtype):
     return dtype if dtype in (torch.float16, torch.bfloat16) else None
 
 
-def _mixer_forward(hidden_states, in_weight, in_bias, out_weight, out_bias, tabs: _Tables):
-    """in_proj -> conv + x_proj -> both directions' scans -> out_proj, (B, L, H) -> (B, L, H) (no autograd)."""
+def _mixer_forward(hidden_states, in_weight, in_bias, out_weight, out_bias, tabs: _Tables, keep_xdbl=False):
+    """in_proj -> conv + x_proj -> both directions' scans -> out_proj, (B, L, H) -> (B, L, H) (no autograd).
+    With `keep_xdbl`, returns (output, x_dbl (B, L, 2, PS) float32)."""
     batch, length, _ = hidden_states.shape
     xz = F.linear(hidden_states, in_weight, in_bias)
     _check_input(xz)
     xdbl = _xproj_forward(xz, tabs)
     if _sum_directions(batch, tabs.d_inner, xz.device):
         y = _scan_forward(xz, xdbl, tabs, summed=True)  # out_f + out_b (B, L, D)
-        del xdbl, xz
-        return F.linear(y, out_weight, out_bias)
-    out2 = _scan_forward(xz, xdbl, tabs)
-    del xdbl, xz
-    # out_proj(out_f + out_b) as one product over the concatenated directions: K = 2 * d_inner.
-    return F.linear(out2.view(batch, length, 2 * tabs.d_inner), torch.cat([out_weight, out_weight], dim=1), out_bias)
+        del xz
+        out = F.linear(y, out_weight, out_bias)
+    else:
+        out2 = _scan_forward(xz, xdbl, tabs)
+        del xz
+        # out_proj(out_f + out_b) as one product over the concatenated directions: K = 2 * d_inner.
+        out = F.linear(out2.view(batch, length, 2 * tabs.d_inner), torch.cat([out_weight, out_weight], dim=1),
+                       out_bias)
+    return (out, xdbl) if keep_xdbl else out
 
 
 class BiMambaInnerFunction(torch.autograd.Function):
     """The whole mixer: in_proj -> fused bidirectional scan -> out_proj. Takes each direction's seven scan
     parameters as they are in the module (forward direction's, then the backward direction's, in the order of
-    `_SCAN_PARAMETER_NAMES`). Saves only its input and the parameters; the backward recomputes in_proj, x_dbl and
-    the states."""
+    `_SCAN_PARAMETER_NAMES`). Saves its input, the parameters and (SAVE_XDBL) x_dbl; the backward recomputes
+    in_proj and the states."""
 
     @staticmethod
     def forward(ctx, hidden_states, in_weight, in_bias, out_weight, out_bias, *scan_parameters):
         hidden_states = hidden_states.contiguous()
         tabs = _Tables.from_directions(scan_parameters[:7], scan_parameters[7:], _half_dtype(hidden_states.dtype))
-        out = _mixer_forward(hidden_states, in_weight, in_bias, out_weight, out_bias, tabs)
-        ctx.save_for_backward(hidden_states, in_weight, in_bias, out_weight, out_bias, *scan_parameters)
+        out, xdbl = _mixer_forward(hidden_states, in_weight, in_bias, out_weight, out_bias, tabs, keep_xdbl=True)
+        ctx.save_for_backward(hidden_states, in_weight, in_bias, out_weight, out_bias, xdbl if SAVE_XDBL else None,
+                              *scan_parameters)
         ctx.tabs = tabs  # the backward's tables too (the saved parameters' version check still guards them)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        hidden_states, in_weight, in_bias, out_weight, out_bias, *scan_parameters = ctx.saved_tensors
+        hidden_states, in_weight, in_bias, out_weight, out_bias, xdbl, *scan_parameters = ctx.saved_tensors
         batch, length, hidden = hidden_states.shape
         xz = F.linear(hidden_states, in_weight, in_bias)
         tabs = ctx.tabs
-        xdbl = _xproj_recompute(xz, tabs)
+        if xdbl is None:
+            xdbl = _xproj_recompute(xz, tabs)
         dout = dout.contiguous().to(xz.dtype)
         dy_inner = torch.matmul(dout, out_weight)  # (B, L, D): the gradient of out_f + out_b
         A_log = torch.stack([scan_parameters[5], scan_parameters[12]])
