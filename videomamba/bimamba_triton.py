@@ -2743,15 +2743,13 @@ def _mixer_forward(hidden_states, in_weight, in_bias, out_weight, out_bias, tabs
     xdbl = _xproj_forward(xz, tabs)
     if _sum_directions(batch, tabs.d_inner, xz.device):
         y = _scan_forward(xz, xdbl, tabs, summed=True)  # out_f + out_b (B, L, D)
-        del xz
-        out = F.linear(y, out_weight, out_bias)
-    else:
-        out2 = _scan_forward(xz, xdbl, tabs)
-        del xz
-        # out_proj(out_f + out_b) as one product over the concatenated directions: K = 2 * d_inner.
-        out = F.linear(out2.view(batch, length, 2 * tabs.d_inner), torch.cat([out_weight, out_weight], dim=1),
-                       out_bias)
-    return (out, xdbl) if keep_xdbl else out
+    else:  # out_proj(out_f + out_b) as one product over the concatenated directions: K = 2 * d_inner
+        y = _scan_forward(xz, xdbl, tabs).view(batch, length, 2 * tabs.d_inner)
+        out_weight = torch.cat([out_weight, out_weight], dim=1)
+    kept = xdbl if keep_xdbl else None
+    del xz, xdbl  # freed before out_proj's output is allocated, unless kept
+    out = F.linear(y, out_weight, out_bias)
+    return (out, kept) if keep_xdbl else out
 
 
 class BiMambaInnerFunction(torch.autograd.Function):
