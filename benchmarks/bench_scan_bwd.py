@@ -69,6 +69,12 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant (the session-3/4 variants with 
     "s6 default": _S6,
     "s6 dtvec": {**_S6, "DT_VEC": True},
     "s6 dtvec xcols": {**_S6, "DT_VEC": True, "X_COLS": True},
+    # session 14: the group kernel v8 (Gluon): the chunk's inputs, checkpoints and the per-state carries in shared
+    # memory (offline SASS: state loop 319 -> 239 instructions per state and chunk)
+    "v8": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": 128},
+    "v8 r168": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": 168},
+    "v8 nocap": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": None},
+    "v8 r144": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": 144},
 }
 
 

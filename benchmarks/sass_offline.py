@@ -108,7 +108,7 @@ def report(name, kernel):
         print(f"  loop {start:#x}-{end:#x}: {len(body)} instrs", dict(ops.most_common(25)))
         if inner is None or len(body) < inner[0]:
             inner = (len(body), ops)
-    if name == "_scan_bwd_group_kernel" and inner is not None:
+    if name in ("_scan_bwd_group_kernel", "_scan_bwd_group_smem_kernel") and inner is not None:
         # the innermost loop is the state loop: instructions per state and chunk (per group of states with NV > 1)
         n, ops = inner
         def count(prefix):
@@ -141,6 +141,8 @@ tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
 bt._fast_flags = lambda dtype: (True, dtype != torch.float32)
 if os.environ.get("SMEM", "0") == "1":  # SMEM=1: the v7 forward (Gluon), as chosen on a GPU
     bt._scan_fwd_smem_config = lambda xz, tabs: bt._scan_fwd_smem_settings(tabs)
+if os.environ.get("BWD_SMEM", "0") == "1":  # BWD_SMEM=1: the backward group kernel v8 (Gluon), as chosen on a GPU
+    bt._scan_bwd_group_smem_config = lambda xz, tabs, dout: {"maxnreg": bt.SCAN_BWD_CONFIG.get("SMEM_MAXNREG")}
 xdbl = torch.empty(B, L, 2, tabs.ps, dtype=torch.float32)
 if which == "fwd":  # SUMMED=1: the directions summed (the second launch's kernel, adding and gating, is reported)
     bt._scan_forward(xz, xdbl, tabs, summed=os.environ.get("SUMMED", "0") == "1")
@@ -153,7 +155,7 @@ elif which == "bwd":
     try:
         bt._scan_backward(xz, xdbl, dy, 0, tabs, need_out_sum=True)
     except Exception as e:
-        print("bwd stopped:", repr(e)[:200])
+        print("bwd stopped:", str(e)[-3000:])
 for name, kernel in captured.items():
     if kernel is not None and hasattr(kernel, "asm"):
         report(name, kernel)

@@ -1772,6 +1772,265 @@ def _scan_bwd_group_kernel(
     tl.store(dD_ptr + gslot * D + dc, dD_acc, mask=mask_d)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# backward group kernel v8: the chunk's inputs, the checkpoints and the per-state carries in shared memory (Gluon)
+# ---------------------------------------------------------------------------------------------------------------
+# `_scan_bwd_group_kernel` (v6) reads, per state and chunk, the T tokens' B and C entries as broadcast loads, the
+# state checkpoint, the adjoint carry and the dA row from global memory, and writes the carry and dA rows back
+# (22 loads, 3 stores and ~80 address and predicate instructions of its ~320 per state and chunk; the carries go
+# through L2 because a run-time state loop cannot index registers). v8 copies each chunk's x, z and dout columns,
+# its dt, B and C entries (transposed: one state's T entries contiguous) and its checkpoint rows into a two-slot
+# shared-memory ring by `cp.async`, one chunk ahead, and keeps the carries and dA rows in shared memory for the
+# whole group. The recurrences run on the chunk's columns (in-thread register picks), the same arithmetic in the
+# same order as v6.
+if _HAS_GLUON:
+
+    @gluon.jit
+    def _gl_pick(x, k: gl.constexpr, LT: gl.constexpr):
+        """Column k (BD,) of a (BD, T) tile whose rows lie in each thread's registers (a register pick once
+        compiled: the other columns' -0.0 fold away)."""
+        j = gl.arange(0, x.shape[1], layout=gl.SliceLayout(0, LT))[None, :]
+        return gl.sum(gl.where(j == k, x, -0.0), axis=1)
+
+    @gluon.jit
+    def _gl_tile(cols, T: gl.constexpr, LT: gl.constexpr):
+        """The (BD, T) tile of T columns (BD,) (register selects with constant conditions: renames once compiled)."""
+        j = gl.arange(0, T, layout=gl.SliceLayout(0, LT))[None, :]
+        res = gl.where(j == 0, cols[0][:, None], cols[1][:, None])
+        for k in gl.static_range(2, T):
+            res = gl.where(j == k, cols[k][:, None], res)
+        return res
+
+    @gluon.jit
+    def _bwd_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, ckpt_ptr, xw_s, z_s, do_s, dt_s, bc_s, ck_s, c, L, D, dr, c0,
+                        x_b, xd_b, do_b, ck_b, s_xz_l, s_xd_l, s_do_l,
+                        R: gl.constexpr, RPP: gl.constexpr, RP4: gl.constexpr, N: gl.constexpr,
+                        NP4: gl.constexpr, BD: gl.constexpr, T: gl.constexpr, num_warps: gl.constexpr):
+        """Issue (one commit group) the copies of chunk c (scan positions c T .. c T + T - 1) into one ring slot
+        each: x of the 2T positions c T - T .. c T + T - 1 (the conv's history), z and dout of the chunk (T, BD)
+        half; its dt entries (RPP, T) and B, C entries (2 NP4, T) float32, transposed; the checkpoint rows
+        (NP4, BD) float32. Positions outside the sequence are zero-filled (masked copies), as are pads."""
+        LX: gl.constexpr = gl.BlockedLayout([1, 8], [32 * 8 // BD, BD // 8], [num_warps, 1], [1, 0])
+        LQ: gl.constexpr = gl.BlockedLayout([1, 1], [32 // T, T], [num_warps, 1], [1, 0])
+        LC: gl.constexpr = gl.BlockedLayout([1, 4], [32 * 4 // BD, BD // 4], [num_warps, 1], [1, 0])
+        ch = c0 + gl.arange(0, BD, layout=gl.SliceLayout(0, LX))
+        px = c * T - T + gl.arange(0, 2 * T, layout=gl.SliceLayout(1, LX))
+        tx = gl.minimum(gl.maximum(gl.where(dr == 0, px, L - 1 - px), 0), L - 1)
+        mx = ((px >= 0) & (px < L))[:, None] & (ch < D)[None, :]
+        _gl_async_load(xw_s, xz_ptr + x_b + tx[:, None] * s_xz_l + ch[None, :], mask=mx)
+        pz = c * T + gl.arange(0, T, layout=gl.SliceLayout(1, LX))
+        tz = gl.minimum(gl.where(dr == 0, pz, L - 1 - pz), L - 1)
+        tz = gl.maximum(tz, 0)
+        mz = (pz < L)[:, None] & (ch < D)[None, :]
+        _gl_async_load(z_s, xz_ptr + x_b + D + tz[:, None] * s_xz_l + ch[None, :], mask=mz)
+        _gl_async_load(do_s, dout_ptr + do_b + tz[:, None] * s_do_l + ch[None, :], mask=mz)
+        pq = c * T + gl.arange(0, T, layout=gl.SliceLayout(0, LQ))
+        tq = gl.maximum(gl.minimum(gl.where(dr == 0, pq, L - 1 - pq), L - 1), 0)
+        rq = gl.arange(0, RPP, layout=gl.SliceLayout(1, LQ))
+        _gl_async_load(dt_s, xdbl_ptr + xd_b + tq[None, :] * s_xd_l + rq[:, None],
+                       mask=(rq < R)[:, None] & (pq < L)[None, :])
+        q = gl.arange(0, 2 * NP4, layout=gl.SliceLayout(1, LQ))
+        _gl_async_load(bc_s, xdbl_ptr + xd_b + RP4 + tq[None, :] * s_xd_l + q[:, None],
+                       mask=((q % NP4) < N)[:, None] & (pq < L)[None, :])
+        chc = c0 + gl.arange(0, BD, layout=gl.SliceLayout(0, LC))
+        nc = gl.arange(0, NP4, layout=gl.SliceLayout(1, LC))
+        _gl_async_load(ck_s, ckpt_ptr + ck_b + c * (NP4 * D) + nc[:, None] * D + chc[None, :],
+                       mask=(nc < N)[:, None] & (chc < D)[None, :])
+        _gl_async_copy.commit_group()
+
+    @gluon.jit(do_not_specialize=["L", "NCH", "NGRP"])  # NCH 1 specialised: an assertion in Triton 3.6's lowering
+    def _scan_bwd_group_smem_kernel(
+        xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2t_ptr, ant_ptr, dsk_ptr,
+        ckpt_ptr, gcar_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr, pdel_ptr,
+        L, D, NCH, NDB, NGRP,
+        s_xz_b, s_xz_l, s_xd_b, s_xd_l, s_do_b, s_do_l, s_do_dir, s_y_b, s_y_l,
+        R: gl.constexpr, N: gl.constexpr, K: gl.constexpr, RP4: gl.constexpr, RPP: gl.constexpr,
+        NP4: gl.constexpr, PS: gl.constexpr, T: gl.constexpr, GCH: gl.constexpr, num_warps: gl.constexpr,
+    ):
+        """`_scan_bwd_group_kernel` (GROUP 6, T 8, BD 32, shared-memory channel sums) with its memory traffic staged
+        in shared memory (v8; half-precision inputs, D a multiple of 32 num_warps): same grid (channel block,
+        direction, sample * NGRP + group), inputs and outputs, except the A tables, here transposed: a2t, ant
+        (2, NP4, D) (one state's row of A log2(e) / A over the channels). Chunk c + 1's inputs are copied into the
+        ring (`_bwd_copy_chunk`) while chunk c is computed, the adjoint carry and dA rows of the group's states
+        live in shared memory (read from `gcar` at the start, dA written at the end), and B, C and dt of the
+        chunk's T rows come as broadcast 16-byte shared-memory loads. One warp per 32 channels; num_warps 1 (the
+        channel sums' shared-memory exchange in `_reduce_scatter_smem_ptx` is per warp)."""
+        BD: gl.constexpr = 32 * num_warps
+        LT: gl.constexpr = gl.BlockedLayout([1, T], [32, 1], [num_warps, 1], [1, 0])
+        LD: gl.constexpr = gl.SliceLayout(1, LT)
+        LJ: gl.constexpr = gl.SliceLayout(0, LT)
+        SL1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        SL2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+        pid_d = gl.program_id(0)
+        dr = gl.program_id(1)
+        pid_g = gl.program_id(2)
+        pid_b = pid_g // NGRP
+        grp = pid_g % NGRP
+        c0 = pid_d * BD
+        offs_d = c0 + gl.arange(0, BD, layout=LD)
+        bdt = gl.load(dtb_ptr + dr * D + offs_d)
+        dsk = gl.load(dsk_ptr + dr * D + offs_d)
+        cb = gl.load(convb_ptr + dr * D + offs_d)
+        taps = convw_ptr + (dr * K + K - 1) * D + offs_d
+        w0 = gl.load(taps)
+        w1 = gl.zeros_like(w0)
+        w2 = gl.zeros_like(w0)
+        w3 = gl.zeros_like(w0)
+        if K > 1:
+            w1 = gl.load(taps - D)
+        if K > 2:
+            w2 = gl.load(taps - 2 * D)
+        if K > 3:
+            w3 = gl.load(taps - 3 * D)
+
+        half_ty: gl.constexpr = xz_ptr.dtype.element_ty
+        do_ty: gl.constexpr = dout_ptr.dtype.element_ty
+        # flat (2 rows, W) buffers (rows read one at a time) and their two-slot ring views (copies, tile loads)
+        xw_f = gl.allocate_shared_memory(half_ty, [4 * T, BD], SL1)
+        z_f = gl.allocate_shared_memory(half_ty, [2 * T, BD], SL1)
+        do_f = gl.allocate_shared_memory(do_ty, [2 * T, BD], SL1)
+        dt_f = gl.allocate_shared_memory(gl.float32, [2 * RPP, T], SL1)
+        bc_f = gl.allocate_shared_memory(gl.float32, [4 * NP4, T], SL1)
+        ck_f = gl.allocate_shared_memory(gl.float32, [2 * NP4, BD], SL1)
+        xw_s = _smem_ring(xw_f, half_ty, 2, 2 * T, BD, SL2)
+        z_s = _smem_ring(z_f, half_ty, 2, T, BD, SL2)
+        do_s = _smem_ring(do_f, do_ty, 2, T, BD, SL2)
+        dt_s = _smem_ring(dt_f, gl.float32, 2, RPP, T, SL2)
+        bc_s = _smem_ring(bc_f, gl.float32, 2, 2 * NP4, T, SL2)
+        ck_s = _smem_ring(ck_f, gl.float32, 2, NP4, BD, SL2)
+        gc_s = gl.allocate_shared_memory(gl.float32, [NP4, BD], SL1)
+        dA_s = gl.allocate_shared_memory(gl.float32, [NP4, BD], SL1)
+
+        x_b = pid_b.to(gl.int64) * s_xz_b
+        xd_b = pid_b.to(gl.int64) * s_xd_b + dr * PS
+        do_b = pid_b.to(gl.int64) * s_do_b + dr * s_do_dir
+        slot0 = (pid_b.to(gl.int64) * 2 + dr) * NCH
+        ck_b = slot0 * (NP4 * D)
+        gslot = (pid_b.to(gl.int64) * 2 + dr) * NGRP + grp
+        c_lo = grp * GCH
+        nc = gl.minimum(GCH, NCH - c_lo)
+        # the first chunk's copies, then the carries of the group's states into shared memory
+        _bwd_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, ckpt_ptr, xw_s.index(0), z_s.index(0), do_s.index(0),
+                        dt_s.index(0), bc_s.index(0), ck_s.index(0), c_lo + nc - 1, L, D, dr, c0, x_b, xd_b, do_b,
+                        ck_b, s_xz_l, s_xd_l, s_do_l, R, RPP, RP4, N, NP4, BD, T, num_warps)
+        zero_d = gl.zeros([BD], gl.float32, LD)
+        for q in gl.static_range(N):
+            gc_s.index(q).store(gl.load(gcar_ptr + gslot * (NP4 * D) + q * D + offs_d))
+            dA_s.index(q).store(zero_d)
+
+        offs_j = gl.arange(0, T, layout=LJ)
+        is_last = (offs_j == T - 1)[None, :]
+        lane2 = gl.arange(0, BD, layout=LD)[:, None] + gl.zeros([BD, T], gl.int32, LT)
+        SH: gl.constexpr = 4 - (T.bit_length() - 1)  # 5 - log2(2 T)
+        lane = gl.arange(0, BD, layout=LD) % 32
+        rs_row = (lane >> SH) % T
+        rs_col = (lane >> SH >= T).to(gl.int32) * NP4
+        rs_lead = (lane & ((1 << SH) - 1)) == 0
+        dxd_base = dxd_ptr + ((pid_b.to(gl.int64) * L) * 2 * NDB + dr * NDB + pid_d * num_warps
+                              + gl.arange(0, BD, layout=LD) // 32) * (2 * NP4)
+        y_b = pid_b.to(gl.int64) * s_y_b + dr * D
+        dD_acc = gl.zeros([BD], gl.float32, LD)
+        for cc in range(0, nc):
+            c = c_lo + nc - 1 - cc
+            s = cc % 2
+            _gl_async_copy.wait_group(0)  # this thread's copies of chunk c have landed
+            _gl_barrier()  # everyone's, and every warp is done with chunk c + 1's slot
+            if cc + 1 < nc:
+                _bwd_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, ckpt_ptr, xw_s.index(1 - s), z_s.index(1 - s),
+                                do_s.index(1 - s), dt_s.index(1 - s), bc_s.index(1 - s), ck_s.index(1 - s), c - 1,
+                                L, D, dr, c0, x_b, xd_b, do_b, ck_b, s_xz_l, s_xd_l, s_do_l, R, RPP, RP4, N, NP4,
+                                BD, T, num_warps)
+            _gl_barrier()
+            pos = c * T + offs_j
+            valid = pos < L
+            tok = gl.where(valid, pos + dr * (L - 1 - 2 * pos), 0)
+            valid2 = valid[None, :] & (offs_d < D)[:, None]
+            pdel = gl.load(pdel_ptr + (slot0 + c) * D + offs_d)
+            # conv over the direction's past (scan positions i, i-1, ..., i-K+1): the ring's x columns
+            xcol = ()
+            for r in gl.static_range(T - 3, 2 * T):
+                xcol = xcol + (xw_f.index(s * (2 * T) + r).load(LD).to(gl.float32),)
+            xt = _gl_tile(xcol[3:3 + T], T, LT)
+            pre = cb[:, None] + w0[:, None] * xt
+            if K > 1:
+                pre += w1[:, None] * _gl_tile(xcol[2:2 + T], T, LT)
+            if K > 2:
+                pre += w2[:, None] * _gl_tile(xcol[1:1 + T], T, LT)
+            if K > 3:
+                pre += w3[:, None] * _gl_tile(xcol[0:T], T, LT)
+            sg = _sigmoid_precise(pre, True)
+            xc = pre * sg
+            z = z_s.index(s).permute([1, 0]).load(LT).to(gl.float32)
+            dout = do_s.index(s).permute([1, 0]).load(LT).to(gl.float32)
+            gy = dout * (z * _sigmoid_precise(z, True))
+            dtp = gl.zeros([BD, T], gl.float32, LT)
+            for r in gl.static_range(R):
+                wr = gl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r)
+                dtp += wr[:, None] * dt_f.index(s * RPP + r).load(LJ)[None, :]
+            dtp = dtp + bdt[:, None]  # `_dt_split` and `_softplus_sigmoid` with FAST (no low part)
+            delta = gl.where(valid2, _softplus(dtp, True), 0.0)
+            sig_dt = _sigmoid(dtp, True, False)
+            u = delta * xc
+            yacc = gl.zeros([BD, T], gl.float32, LT)
+            dxc_acc = gl.zeros([BD, T], gl.float32, LT)
+            ddl_acc = gl.zeros([BD, T], gl.float32, LT)
+            lo_off = (c - c_lo) * (NP4 * D)  # back to the group's first chunk
+            lo_mask = (offs_d * 0 + c) > c_lo
+            ck_lo = ckpt_ptr + ck_b + c_lo * (NP4 * D) + offs_d
+            rs_pos = c * T + rs_row
+            rs_valid = rs_lead & (rs_pos < L)
+            rs_tok = gl.where(rs_pos < L, rs_pos + dr * (L - 1 - 2 * rs_pos), 0)
+            rs_ptr = dxd_base + rs_tok * (2 * NDB * 2 * NP4) + rs_col
+            for n in range(0, N):
+                a2n = gl.load(a2t_ptr + (dr * NP4 + n) * D + offs_d)
+                An = gl.load(ant_ptr + (dr * NP4 + n) * D + offs_d)
+                Bn = bc_f.index(s * (2 * NP4) + n).load(LJ)[None, :]
+                Cn = bc_f.index(s * (2 * NP4) + NP4 + n).load(LJ)[None, :]
+                hin = ck_f.index(s * NP4 + n).load(LD)
+                # plus the group's entering state, decayed to the chunk's start
+                hin += _exp2(a2n * pdel, True) * gl.load(ck_lo + n * D, mask=lo_mask, other=0.0)
+                gcn = gc_s.index(n).load(LD)
+                dAn = dA_s.index(n).load(LD)
+                a = _exp2(delta * a2n[:, None], True)
+                bx = u * Bn
+                # the chunk's states h_j and ah_j = exp(delta_j A) h_{j-1} from the checkpoint, in order
+                h = hin
+                hcol = ()
+                ahcol = ()
+                for j in gl.static_range(T):
+                    ahj = _gl_pick(a, j, LT) * h
+                    h = _gl_pick(bx, j, LT) + ahj
+                    hcol = hcol + (h,)
+                    ahcol = ahcol + (ahj,)
+                hs = _gl_tile(hcol, T, LT)
+                ah = _gl_tile(ahcol, T, LT)
+                yacc += hs * Cn
+                g = gy * Cn + gl.where(is_last, gcn[:, None], 0.0)
+                # the adjoint G_j = g_j + a_{j+1} G_{j+1}, from the chunk's last row back
+                Gj = _gl_pick(g, T - 1, LT)
+                gcol = (Gj,)
+                for jj in gl.static_range(1, T):
+                    Gj = _gl_pick(g, T - 1 - jj, LT) + _gl_pick(a, T - jj, LT) * Gj
+                    gcol = (Gj,) + gcol
+                G = _gl_tile(gcol, T, LT)
+                Gah = G * ah
+                dA_s.index(n).store(dAn + gl.sum(Gah * delta, axis=1))
+                GB = G * Bn
+                ddl_acc += GB * xc + Gah * An[:, None]
+                dxc_acc += GB * delta
+                dBC = _channel_sums_scattered(G * u, gy * hs, lane2, offs_j, BD, T, SH, True, True)
+                gl.store(rs_ptr + n, dBC, mask=rs_valid)
+                gc_s.index(n).store(_gl_pick(a, 0, LT) * Gj)
+            rows = y_b + tok[None, :] * s_y_l + offs_d[:, None]
+            gl.store(y_ptr + rows, yacc + dsk[:, None] * xc, mask=valid2)
+            gl.store(dxc_ptr + rows, dxc_acc + gy * dsk[:, None], mask=valid2)
+            dD_acc += gl.sum(gy * xc, axis=1)
+            gl.store(ddp_ptr + rows, ddl_acc * sig_dt, mask=valid2)
+        for q in gl.static_range(N):
+            gl.store(dA_ptr + gslot * (NP4 * D) + q * D + offs_d, dA_s.index(q).load(LD))
+        gl.store(dD_ptr + gslot * D + offs_d, dD_acc)
+
+
 @triton.jit
 def _xproj_bwd_kernel(
     xz_ptr, convw_ptr, convb_ptr, wx_ptr, dxd_ptr, dxc_ptr, dpre_ptr, dwx_ptr, dcb_ptr,
@@ -2213,7 +2472,8 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
 # the three positions before it (11 loads instead of 32); bitwise the same results. Scan kernels 4.66-4.74 ->
 # 4.55-4.60 ms per layer at batch 32 x 16 frames, 4.64-4.69 -> 4.52-4.58 at 8 x 64; training step 205.1 -> 201.4 ms.
 SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_UNROLL": 2,
-                   "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4, "RS_SMEM": True, "DT_VEC": True, "X_COLS": True}
+                   "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4, "RS_SMEM": True, "DT_VEC": True, "X_COLS": True,
+                   "SMEM": True, "SMEM_MAXNREG": 168}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
 # TOK (session 8): half-precision products by `_conv_xproj_tok_kernel` (tokens in registers, 19 instead of 27 SASS
@@ -2578,6 +2838,21 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     del sdel
     if _sweep_only:
         return None
+    smem = _scan_bwd_group_smem_config(xz, tabs, dout)
+    if smem is not None:
+        # v8 reads one state's row of A over the channels: the tables transposed to (2, NP4, D)
+        a2t, ant = a2.transpose(1, 2).contiguous(), aneg.transpose(1, 2).contiguous()
+        _scan_bwd_group_smem_kernel[(d_inner // 32, 2, batch * nblk)](
+            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2t, ant, tabs.dsk,
+            ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, pdel,
+            length, d_inner, nch, ndb, nblk,
+            xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1), dout.stride(0), dout.stride(1),
+            dout_dir_stride, y.stride(0), y.stride(1),
+            R=tabs.r, N=tabs.n, K=tabs.k, RP4=tabs.rp4, RPP=max(4, _next_pow2(tabs.r)), NP4=tabs.np4, PS=tabs.ps,
+            T=t_chunk, GCH=DA_BLOCK, num_warps=1, **_reg_cap(smem.get("maxnreg")),
+        )
+        del gcar, pdel, ckpt
+        return y, dxc, ddp, dxd_part, dA, dD
     maxnreg = cfg.get("maxnreg")
     rs = cfg.get("GROUP", 5) == 6
     nv = cfg.get("NV", 1) if tabs.n % cfg.get("NV", 1) == 0 else 1  # states per vector load of B and C
@@ -2599,6 +2874,23 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     del gcar, pdel
     del ckpt
     return y, dxc, ddp, dxd_part, dA, dD
+
+
+def _scan_bwd_group_smem_config(xz: torch.Tensor, tabs, dout: torch.Tensor):
+    """The launch settings of the backward group kernel v8 (`_scan_bwd_group_smem_kernel`, Gluon) for this call
+    ({"maxnreg"}), or None where it does not apply (then `_scan_bwd_group_kernel` runs): SCAN_BWD_CONFIG["SMEM"]
+    off, no Gluon, not CUDA or below compute capability 8.0, the interpreter, float32 inputs, chunks other than 8
+    tokens or channel blocks other than 32, a conv wider than 4, or channels not a multiple of 32."""
+    cfg = SCAN_BWD_CONFIG
+    if not cfg.get("SMEM") or not _HAS_GLUON or _interpreting() or xz.device.type != "cuda":
+        return None
+    if xz.dtype not in (torch.float16, torch.bfloat16) or cfg["T"] != 8 or cfg["BD"] != 32 or tabs.k > 4:
+        return None
+    if tabs.d_inner % 32 or tabs.n > tabs.np4 or tabs.np4 & (tabs.np4 - 1) or xz.stride(2) != 1 or dout.stride(-1) != 1:
+        return None
+    if torch.cuda.get_device_capability(xz.device) < (8, 0):
+        return None
+    return {"maxnreg": cfg.get("SMEM_MAXNREG")}
 
 
 def _backward_a_tables(tabs: _Tables, A_log=None):
