@@ -75,6 +75,13 @@ VARIANTS = {  # SCAN_BWD_CONFIG for each variant (the session-3/4 variants with 
     "v8 r168": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": 168},
     "v8 nocap": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": None},
     "v8 r144": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": 144},
+    # then the sweeps with each chunk's inputs staged in shared memory (Gluon, one launch per mode)
+    "v8 sw": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": 168, "SWEEP_SMEM": True,
+              "SWEEP_SMEM_MAXNREG": 128},
+    "v8 sw r168": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": 168, "SWEEP_SMEM": True,
+                   "SWEEP_SMEM_MAXNREG": 168},
+    "v8 sw nocap": {**_S6, "DT_VEC": True, "X_COLS": True, "SMEM": True, "SMEM_MAXNREG": 168, "SWEEP_SMEM": True,
+                    "SWEEP_SMEM_MAXNREG": None},
 }
 
 

@@ -1256,11 +1256,11 @@ def test_interpreter_sum_f64_matches_torch():
     "hidden,conv,state", [(192, 4, 16), (384, 4, 16), (576, 4, 16), (64, 3, 4)], ids=["ti", "s", "m", "k3_n4"]
 )
 def test_gpu_group_smem_kernel_matches_triton(dtype, hidden, conv, state):
-    """The backward group kernel v8 (Gluon: each chunk's inputs and checkpoints, and the per-state carries, in
-    shared memory) against the Triton group kernel it replaces, on every output of the backward's scan kernels (y,
-    dxc, ddp, the B / C channel-block partials, the dA and dD partial sums), float32 each: within 1e-5 of it
-    (relative to each tensor's largest entry; the two compile the same arithmetic, contracted into FMAs in places
-    that differ) and finite. Widths of VideoMamba-Ti, -S and -M (dt ranks 12, 24, 36) and a conv of width 3 with 4
+    """The backward's Gluon kernels (the group kernel v8: each chunk's inputs and checkpoints, and the per-state
+    carries, in shared memory; the sweeps with each chunk's inputs staged in shared memory) against the Triton
+    kernels they replace, on every output of the backward's scan kernels (y, dxc, ddp, the B / C channel-block
+    partials, the dA and dD partial sums), float32 each: within 1e-5 of them (relative to each tensor's largest
+    entry; the same arithmetic, contracted into FMAs and summed in places that differ) and finite. Widths of VideoMamba-Ti, -S and -M (dt ranks 12, 24, 36) and a conv of width 3 with 4
     states; lengths around the 8-token chunks and the 16-chunk groups (1 to 3,137 tokens: a partial last chunk and
     group, a single chunk); dout shared by the directions and per direction."""
     from videomamba import bimamba_triton as bt
@@ -1277,7 +1277,7 @@ def test_gpu_group_smem_kernel_matches_triton(dtype, hidden, conv, state):
     cols = list(range(tabs.n)) + list(range(tabs.np4, tabs.np4 + tabs.n))
     pick = {3: lambda o: o[..., cols], 4: lambda o: o[:, :, :, : tabs.n]}
     saved = dict(bt.SCAN_BWD_CONFIG)
-    assert saved.get("SMEM")  # the default under test
+    assert saved.get("SMEM") and saved.get("SWEEP_SMEM")  # the defaults under test
     for batch, length, per_dir in [(2, 1, False), (3, 5, True), (2, 8, False), (2, 9, True), (3, 37, False),
                                    (2, 1000, True), (2, 3137, False)]:
         gen = torch.Generator(device="cuda").manual_seed(length)
@@ -1287,10 +1287,12 @@ def test_gpu_group_smem_kernel_matches_triton(dtype, hidden, conv, state):
         stride = tabs.d_inner if per_dir else 0
         xdbl = bt._xproj_recompute(xz, tabs)
         assert bt._scan_bwd_group_smem_config(xz, tabs, dout) is not None
-        assert bt._scan_bwd_group_smem_config(xz.float(), tabs, dout) is None  # float32 keeps the Triton kernel
+        assert bt._scan_bwd_sweep_smem_config(xz, tabs, dout) is not None
+        assert bt._scan_bwd_group_smem_config(xz.float(), tabs, dout) is None  # float32 keeps the Triton kernels
+        assert bt._scan_bwd_sweep_smem_config(xz.float(), tabs, dout) is None
         try:
             v8 = bt._scan_bwd_scan(xz, xdbl, dout, stride, tabs, a2, aneg)
-            bt.SCAN_BWD_CONFIG["SMEM"] = False
+            bt.SCAN_BWD_CONFIG["SMEM"] = bt.SCAN_BWD_CONFIG["SWEEP_SMEM"] = False
             v6 = bt._scan_bwd_scan(xz, xdbl, dout, stride, tabs, a2, aneg)
         finally:
             bt.SCAN_BWD_CONFIG.clear()
@@ -1331,7 +1333,8 @@ def test_gpu_split_sweeps_match(dtype, length):
                                      ("shuffles", da_block0, {"RS_SMEM": False}), ("one group", 1 << 10, {})]:
             bt.DA_BLOCK = blocks
             bt.SCAN_BWD_CONFIG.update(change)
-            bt.SCAN_BWD_CONFIG["SMEM"] = False  # the Triton group kernel's options (v8 has its own test)
+            bt.SCAN_BWD_CONFIG["SMEM"] = False  # the Triton kernels' options (the Gluon ones have their own test)
+            bt.SCAN_BWD_CONFIG["SWEEP_SMEM"] = False
             outs = bt._scan_bwd_scan(xz, xdbl, dout, 0, tabs, a2, aneg)
             runs[name] = [pick.get(i, lambda o: o)(o) for i, o in enumerate(outs)]
             bt.SCAN_BWD_CONFIG.clear()

@@ -2030,6 +2030,147 @@ if _HAS_GLUON:
             gl.store(dA_ptr + gslot * (NP4 * D) + q * D + offs_d, dA_s.index(q).load(LD))
         gl.store(dD_ptr + gslot * D + offs_d, dD_acc)
 
+    @gluon.jit(do_not_specialize=["L", "NCH", "NGRP"])
+    def _scan_bwd_sweep_smem_kernel(
+        xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2_ptr,
+        ckpt_ptr, pdel_ptr, sdel_ptr, gcar_ptr,
+        L, D, NCH, NGRP,
+        s_xz_b, s_xz_l, s_xd_b, s_xd_l, s_do_b, s_do_l, s_do_dir,
+        MODE: gl.constexpr, K: gl.constexpr, RP4: gl.constexpr, NP4: gl.constexpr, PS: gl.constexpr,
+        PSP: gl.constexpr, T: gl.constexpr, GCH: gl.constexpr, num_warps: gl.constexpr,
+    ):
+        """`_scan_bwd_split_local_kernel` (level 1 of the backward's sweeps) for one MODE (0: the state sweep; 1: the
+        adjoint sweep, groups after the first) with each chunk's inputs staged in shared memory (half-precision
+        inputs, D a multiple of BD = 32 num_warps; grid (D / BD, direction, sample * NGRP + group)): the chunks of T
+        tokens of the group (GCH of them) go to a two-slot ring by `cp.async` one chunk ahead (`_smem_copy_chunk`:
+        x_dbl rows and x; for MODE 1 z and dout instead of the output), each token reading its row as broadcast
+        shared-memory loads, as the forward v7 does. Same outputs as the Triton kernel: MODE 0 the local states
+        entering the group's chunks (ckpt), the sums of delta to them (pdel), the group's sum (sdel) and end state;
+        MODE 1 the local adjoint entering from the group's right end (gcar slot grp - 1). Arithmetic as
+        `_sweep_state_delta` / `_sweep_adjoint_token` with FAST (the dt_proj sum as one product row)."""
+        BD: gl.constexpr = 32 * num_warps
+        LN: gl.constexpr = gl.BlockedLayout([1, NP4], [32, 1], [num_warps, 1], [1, 0])
+        LRK: gl.constexpr = gl.BlockedLayout([1, RP4], [32, 1], [num_warps, 1], [1, 0])
+        LD: gl.constexpr = gl.SliceLayout(1, LN)
+        LROWS: gl.constexpr = gl.BlockedLayout([1, 4], [128 // PSP, PSP // 4], [num_warps, 1], [1, 0])
+        LCH: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BD, BD // 8], [num_warps, 1], [1, 0])
+        SL1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        SL2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+        pid_d = gl.program_id(0)
+        dr = gl.program_id(1)
+        pid_b = gl.program_id(2) // NGRP
+        grp = gl.program_id(2) % NGRP
+        c0 = pid_d * BD
+        offs_d = c0 + gl.arange(0, BD, layout=LD)
+        offs_dr = c0 + gl.arange(0, BD, layout=gl.SliceLayout(1, LRK))
+        offs_n = gl.arange(0, NP4, layout=gl.SliceLayout(0, LN))
+        offs_r = gl.arange(0, RP4, layout=gl.SliceLayout(0, LRK))
+        a2 = gl.load(a2_ptr + (dr * D + offs_d)[:, None] * NP4 + offs_n[None, :])
+        wdt = gl.load(dtw_ptr + (dr * D + offs_dr)[:, None] * RP4 + offs_r[None, :])
+        bdt = gl.load(dtb_ptr + dr * D + offs_d)
+        half_ty: gl.constexpr = xz_ptr.dtype.element_ty
+        do_ty: gl.constexpr = dout_ptr.dtype.element_ty
+        rows_s = gl.allocate_shared_memory(gl.float32, [2 * T, PSP], SL1)
+        x_s = gl.allocate_shared_memory(half_ty, [2 * T, BD], SL1)
+        z_s = gl.allocate_shared_memory(half_ty, [2 * T, BD], SL1)
+        p_s = gl.allocate_shared_memory(do_ty, [2 * T, BD], SL1)
+        rows_r = _smem_ring(rows_s, gl.float32, 2, T, PSP, SL2)
+        x_r = _smem_ring(x_s, half_ty, 2, T, BD, SL2)
+        z_r = _smem_ring(z_s, half_ty, 2, T, BD, SL2)
+        p_r = _smem_ring(p_s, do_ty, 2, T, BD, SL2)
+        x_b = pid_b.to(gl.int64) * s_xz_b
+        xd_b = pid_b.to(gl.int64) * s_xd_b + dr * PS
+        do_b = pid_b.to(gl.int64) * s_do_b + dr * s_do_dir
+        dslot = pid_b.to(gl.int64) * 2 + dr
+        p0 = grp * (GCH * T)
+        n = gl.minimum(GCH * T, L - p0)  # tokens of the group (>= 1)
+        c_lo = grp * GCH
+        nc = (n + T - 1) // T  # its chunks
+        step = 1 - 2 * dr
+        if MODE == 0:
+            cb = gl.load(convb_ptr + dr * D + offs_d)
+            taps = convw_ptr + (dr * K + K - 1) * D + offs_d
+            w0 = gl.load(taps)
+            w1 = gl.zeros_like(w0)
+            w2 = gl.zeros_like(w0)
+            w3 = gl.zeros_like(w0)
+            if K > 1:
+                w1 = gl.load(taps - D)
+            if K > 2:
+                w2 = gl.load(taps - 2 * D)
+            if K > 3:
+                w3 = gl.load(taps - 3 * D)
+            ck_tile = ckpt_ptr + (dslot * NCH) * (NP4 * D) + offs_n[None, :] * D + offs_d[:, None]
+            t = dr * (L - 1) + step * p0  # the token at scan position p0
+            # the conv's history: the inputs at positions p0 - 1, p0 - 2, p0 - 3 (those before the sequence: zero)
+            p0v = offs_d * 0 + p0
+            xp1 = gl.load(xz_ptr + x_b + (t - step) * s_xz_l + offs_d, mask=p0v >= 1, other=0.0).to(gl.float32)
+            xp2 = gl.load(xz_ptr + x_b + (t - 2 * step) * s_xz_l + offs_d, mask=p0v >= 2, other=0.0).to(gl.float32)
+            xp3 = gl.load(xz_ptr + x_b + (t - 3 * step) * s_xz_l + offs_d, mask=p0v >= 3, other=0.0).to(gl.float32)
+            h = gl.zeros([BD, NP4], gl.float32, LN)
+            sd = gl.zeros([BD], gl.float32, LD)
+            _smem_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, rows_r.index(0), x_r.index(0), z_r.index(0), p_r.index(0),
+                             c_lo, L, dr, D, c0, x_b, xd_b, do_b, s_xz_l, s_xd_l, s_do_l, PS, PSP, BD, T, False,
+                             False, LROWS, LCH)
+            for k in range(0, nc):
+                c = c_lo + k
+                s = k % 2
+                _gl_async_copy.wait_group(0)
+                _gl_barrier()
+                if k + 1 < nc:
+                    _smem_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, rows_r.index(1 - s), x_r.index(1 - s),
+                                     z_r.index(1 - s), p_r.index(1 - s), c + 1, L, dr, D, c0, x_b, xd_b, do_b, s_xz_l,
+                                     s_xd_l, s_do_l, PS, PSP, BD, T, False, False, LROWS, LCH)
+                _gl_barrier()
+                if k > 0:  # the local state entering the chunk (h = 0 at the group's first)
+                    gl.store(ck_tile + c * (NP4 * D), h)
+                gl.store(pdel_ptr + (dslot * NCH + c) * D + offs_d, sd)
+                for j in range(s * T, s * T + gl.minimum(T, n - k * T)):
+                    row = rows_s.index(j)
+                    dtl = row.slice(0, RP4).load(gl.SliceLayout(0, LRK))
+                    bv = row.slice(RP4, NP4).load(gl.SliceLayout(0, LN))
+                    xt = x_s.index(j).load(LD).to(gl.float32)
+                    pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
+                    xc = pre * _sigmoid(pre, True, False)
+                    delta = _softplus(gl.convert_layout(gl.sum(wdt * dtl[None, :], axis=1), LD) + bdt, True)
+                    h = _exp2(a2 * delta[:, None], True) * h + bv[None, :] * (delta * xc)[:, None]
+                    sd += delta
+                    xp3 = xp2
+                    xp2 = xp1
+                    xp1 = xt
+            gl.store(sdel_ptr + (dslot * NGRP + grp) * D + offs_d, sd)
+            if grp + 1 < NGRP:
+                gl.store(ck_tile + (c_lo + GCH) * (NP4 * D), h)
+        else:
+            if grp > 0:
+                g = gl.zeros([BD, NP4], gl.float32, LN)
+                _smem_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, rows_r.index(0), x_r.index(0), z_r.index(0),
+                                 p_r.index(0), c_lo + nc - 1, L, dr, D, c0, x_b, xd_b, do_b, s_xz_l, s_xd_l, s_do_l,
+                                 PS, PSP, BD, T, True, True, LROWS, LCH)
+                for k in range(0, nc):
+                    c = c_lo + nc - 1 - k
+                    s = k % 2
+                    _gl_async_copy.wait_group(0)
+                    _gl_barrier()
+                    if k + 1 < nc:
+                        _smem_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, rows_r.index(1 - s), x_r.index(1 - s),
+                                         z_r.index(1 - s), p_r.index(1 - s), c - 1, L, dr, D, c0, x_b, xd_b, do_b,
+                                         s_xz_l, s_xd_l, s_do_l, PS, PSP, BD, T, True, True, LROWS, LCH)
+                    _gl_barrier()
+                    m = gl.minimum(T, L - c * T)  # the chunk's valid rows (the last chunk may be partial)
+                    for jj in range(0, m):
+                        j = s * T + m - 1 - jj
+                        row = rows_s.index(j)
+                        dtl = row.slice(0, RP4).load(gl.SliceLayout(0, LRK))
+                        cv = row.slice(RP4 + NP4, NP4).load(gl.SliceLayout(0, LN))
+                        z = z_s.index(j).load(LD).to(gl.float32)
+                        dout = p_s.index(j).load(LD).to(gl.float32)
+                        gy = dout * (z * _sigmoid(z, True, False))
+                        delta = _softplus(gl.convert_layout(gl.sum(wdt * dtl[None, :], axis=1), LD) + bdt, True)
+                        g = _exp2(a2 * delta[:, None], True) * (cv[None, :] * gy[:, None] + g)
+                gl.store(gcar_ptr + (dslot * NGRP + grp - 1) * (NP4 * D) + offs_n[None, :] * D + offs_d[:, None], g)
+        _gl_async_copy.wait_group(0)
+
 
 @triton.jit
 def _xproj_bwd_kernel(
@@ -2473,7 +2614,8 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
 # 4.55-4.60 ms per layer at batch 32 x 16 frames, 4.64-4.69 -> 4.52-4.58 at 8 x 64; training step 205.1 -> 201.4 ms.
 SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_UNROLL": 2,
                    "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4, "RS_SMEM": True, "DT_VEC": True, "X_COLS": True,
-                   "SMEM": True, "SMEM_MAXNREG": 168}
+                   "SMEM": True, "SMEM_MAXNREG": 168,
+                   "SWEEP_SMEM": True, "SWEEP_SMEM_MAXNREG": 128}
 # conv + x_proj (same shapes): one direction per program, 32 channels per step, 3 stages 0.55-0.56 ms; both directions
 # per program (255 registers, spills) 0.61-0.67 with 64 channels, 0.68-0.77 with 32; see NOTES_triton.md.
 # TOK (session 8): half-precision products by `_conv_xproj_tok_kernel` (tokens in registers, 19 instead of 27 SASS
@@ -2819,17 +2961,29 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     pdel = torch.empty(batch, 2, nch, d_inner, device=dev, dtype=f32)
     sdel = torch.empty(batch, 2, nblk, d_inner, device=dev, dtype=f32)
     sbd = cfg.get("SWEEP_BD", 32)
-    _scan_bwd_split_local_kernel[(_cdiv(d_inner, sbd), 4, batch * nblk)](
-        xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, sdel, gcar,
-        length, d_inner, nch, nblk,
-        xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
-        dout.stride(0), dout.stride(1), dout_dir_stride, 1,
-        K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
-        BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast,
-        UNROLL=cfg.get("SWEEP_UNROLL", 1) if t_chunk % 2 == 0 else 1,
-        PF1=0 if _interpreting() else cfg.get("SWEEP_PF1", 0), num_warps=max(1, sbd // 32),
-        **_reg_cap(cfg.get("SWEEP_MAXNREG")),
-    )
+    sweep = _scan_bwd_sweep_smem_config(xz, tabs, dout)
+    if sweep is not None:  # the sweeps with their inputs staged in shared memory (Gluon), one launch per mode
+        for mode in (0, 1):
+            _scan_bwd_sweep_smem_kernel[(d_inner // sweep["BD"], 2, batch * nblk)](
+                xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, sdel, gcar,
+                length, d_inner, nch, nblk,
+                xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1), dout.stride(0), dout.stride(1),
+                dout_dir_stride,
+                MODE=mode, K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps, PSP=tabs.psp, T=t_chunk, GCH=DA_BLOCK,
+                num_warps=sweep["BD"] // 32, **_reg_cap(sweep["maxnreg"]),
+            )
+    else:
+        _scan_bwd_split_local_kernel[(_cdiv(d_inner, sbd), 4, batch * nblk)](
+            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2, ckpt, pdel, sdel, gcar,
+            length, d_inner, nch, nblk,
+            xz.stride(0), xz.stride(1), xdbl.stride(0) // 4, xdbl.stride(1) // 4,
+            dout.stride(0), dout.stride(1), dout_dir_stride, 1,
+            K=tabs.k, RG=tabs.rg, NG=tabs.ng, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps,
+            BD=sbd, T=t_chunk, GT=t_chunk * DA_BLOCK, FAST=fast,
+            UNROLL=cfg.get("SWEEP_UNROLL", 1) if t_chunk % 2 == 0 else 1,
+            PF1=0 if _interpreting() else cfg.get("SWEEP_PF1", 0), num_warps=max(1, sbd // 32),
+            **_reg_cap(cfg.get("SWEEP_MAXNREG")),
+        )
     cbd = cfg.get("SWEEP_COMBINE_BD", 32)
     _scan_bwd_split_combine_kernel[(_cdiv(d_inner, cbd), 4, batch)](
         a2, ckpt, sdel, gcar, d_inner, nch, nblk, 1,
@@ -2874,6 +3028,26 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     del gcar, pdel
     del ckpt
     return y, dxc, ddp, dxd_part, dA, dD
+
+
+def _scan_bwd_sweep_smem_config(xz: torch.Tensor, tabs, dout: torch.Tensor):
+    """The launch settings of the backward's sweeps through shared memory (`_scan_bwd_sweep_smem_kernel`, Gluon)
+    ({"BD", "maxnreg"}), or None where they do not apply (then `_scan_bwd_split_local_kernel` runs):
+    SCAN_BWD_CONFIG["SWEEP_SMEM"] off, or where the forward v7 would not run for these tables (its settings give the
+    channel block; channels must fill whole blocks), or a dout not contiguous in its channels."""
+    cfg = SCAN_BWD_CONFIG
+    if not cfg.get("SWEEP_SMEM") or dout.stride(-1) != 1 or dout.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    if not _HAS_GLUON or _interpreting() or xz.device.type != "cuda" or xz.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    if tabs.k > 4 or tabs.psp > 128 or tabs.rp4 % tabs.np4 or xz.stride(2) != 1 or xz.stride(1) % 8:
+        return None
+    if torch.cuda.get_device_capability(xz.device) < (8, 0):
+        return None
+    fwd = _scan_fwd_smem_settings(tabs)
+    if not fwd["EVEN"]:
+        return None
+    return {"BD": fwd["BD"], "maxnreg": cfg.get("SWEEP_SMEM_MAXNREG")}
 
 
 def _scan_bwd_group_smem_config(xz: torch.Tensor, tabs, dout: torch.Tensor):
