@@ -957,6 +957,32 @@ if _HAS_GLUON:
             return buf._reinterpret(ty, [NBUF, T, W], layout)
 
     @gluon.jit
+    def _gl_load(ptr, mask, MASKED: gl.constexpr):
+        if MASKED:
+            return gl.load(ptr, mask=mask, other=0.0)
+        else:
+            return gl.load(ptr)
+
+    @gluon.jit
+    def _gl_conv_taps(convw_ptr, convb_ptr, dr, D, offs_d, mask_d, K: gl.constexpr, MASKED: gl.constexpr):
+        """`_conv_taps` for the Gluon kernels (their zeros take the layout of a loaded tap): the conv bias and taps w0
+        (this token) .. w3 (three tokens earlier in scan order) of direction dr at the channels offs_d (MASKED: those
+        under mask_d, the rest zero), zero beyond K."""
+        cb = _gl_load(convb_ptr + dr * D + offs_d, mask_d, MASKED)
+        taps = convw_ptr + (dr * K + K - 1) * D + offs_d
+        w0 = _gl_load(taps, mask_d, MASKED)
+        w1 = gl.zeros_like(w0)
+        w2 = gl.zeros_like(w0)
+        w3 = gl.zeros_like(w0)
+        if K > 1:
+            w1 = _gl_load(taps - D, mask_d, MASKED)
+        if K > 2:
+            w2 = _gl_load(taps - 2 * D, mask_d, MASKED)
+        if K > 3:
+            w3 = _gl_load(taps - 3 * D, mask_d, MASKED)
+        return cb, w0, w1, w2, w3
+
+    @gluon.jit
     def _smem_copy_chunk(xz_ptr, xdbl_ptr, out_ptr, rows_s, x_s, z_s, p_s, c, L, dr, D, c0, x_b, xd_b, o_b,
                          s_xz_l, s_xd_l, s_o_l, PS: gl.constexpr, PSP: gl.constexpr, BD: gl.constexpr,
                          T: gl.constexpr, ADD: gl.constexpr, GATE: gl.constexpr, LROWS: gl.constexpr,
@@ -1047,18 +1073,7 @@ if _HAS_GLUON:
                       other=0.0)
         bdt = gl.load(dtb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
         dsk = gl.load(dsk_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
-        cb = gl.load(convb_ptr + dr * D + offs_d, mask=mask_d, other=0.0)
-        taps = convw_ptr + (dr * K + K - 1) * D + offs_d  # `_conv_taps` (Gluon tiles need layouts for their zeros)
-        w0 = gl.load(taps, mask=mask_d, other=0.0)
-        w1 = gl.zeros_like(w0)
-        w2 = gl.zeros_like(w0)
-        w3 = gl.zeros_like(w0)
-        if K > 1:
-            w1 = gl.load(taps - D, mask=mask_d, other=0.0)
-        if K > 2:
-            w2 = gl.load(taps - 2 * D, mask=mask_d, other=0.0)
-        if K > 3:
-            w3 = gl.load(taps - 3 * D, mask=mask_d, other=0.0)
+        cb, w0, w1, w2, w3 = _gl_conv_taps(convw_ptr, convb_ptr, dr, D, offs_d, mask_d, K, True)
         cb, w0, w1, w2, w3 = _halved(cb, w0, w1, w2, w3)
 
         half_ty: gl.constexpr = xz_ptr.dtype.element_ty
@@ -1870,18 +1885,7 @@ if _HAS_GLUON:
         offs_d = c0 + gl.arange(0, BD, layout=LD)
         bdt = gl.load(dtb_ptr + dr * D + offs_d)
         dsk = gl.load(dsk_ptr + dr * D + offs_d)
-        cb = gl.load(convb_ptr + dr * D + offs_d)
-        taps = convw_ptr + (dr * K + K - 1) * D + offs_d
-        w0 = gl.load(taps)
-        w1 = gl.zeros_like(w0)
-        w2 = gl.zeros_like(w0)
-        w3 = gl.zeros_like(w0)
-        if K > 1:
-            w1 = gl.load(taps - D)
-        if K > 2:
-            w2 = gl.load(taps - 2 * D)
-        if K > 3:
-            w3 = gl.load(taps - 3 * D)
+        cb, w0, w1, w2, w3 = _gl_conv_taps(convw_ptr, convb_ptr, dr, D, offs_d, None, K, False)
 
         half_ty: gl.constexpr = xz_ptr.dtype.element_ty
         do_ty: gl.constexpr = dout_ptr.dtype.element_ty
@@ -2088,18 +2092,7 @@ if _HAS_GLUON:
         nc = (n + T - 1) // T  # its chunks
         step = 1 - 2 * dr
         if MODE == 0:
-            cb = gl.load(convb_ptr + dr * D + offs_d)
-            taps = convw_ptr + (dr * K + K - 1) * D + offs_d
-            w0 = gl.load(taps)
-            w1 = gl.zeros_like(w0)
-            w2 = gl.zeros_like(w0)
-            w3 = gl.zeros_like(w0)
-            if K > 1:
-                w1 = gl.load(taps - D)
-            if K > 2:
-                w2 = gl.load(taps - 2 * D)
-            if K > 3:
-                w3 = gl.load(taps - 3 * D)
+            cb, w0, w1, w2, w3 = _gl_conv_taps(convw_ptr, convb_ptr, dr, D, offs_d, None, K, False)
             ck_tile = ckpt_ptr + (dslot * NCH) * (NP4 * D) + offs_n[None, :] * D + offs_d[:, None]
             t = dr * (L - 1) + step * p0  # the token at scan position p0
             # the conv's history: the inputs at positions p0 - 1, p0 - 2, p0 - 3 (those before the sequence: zero)
