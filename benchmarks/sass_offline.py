@@ -141,10 +141,13 @@ tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer))
 bt._fast_flags = lambda dtype: (True, dtype != torch.float32)
 if os.environ.get("SMEM", "0") == "1":  # SMEM=1: the v7 forward (Gluon), as chosen on a GPU
     bt._scan_fwd_smem_config = lambda xz, tabs: bt._scan_fwd_smem_settings(tabs)
-if os.environ.get("BWD_SMEM", "0") == "1":  # BWD_SMEM=1: the backward's Gluon kernels (group v8, sweeps), as chosen on a GPU
+if os.environ.get("BWD_SMEM", "0") == "1":  # BWD_SMEM=1: the backward's Gluon kernels (group v8, sweeps, x_proj lanes) as on a GPU
     bt._scan_bwd_group_smem_config = lambda xz, tabs, dout: {"maxnreg": bt.SCAN_BWD_CONFIG.get("SMEM_MAXNREG")}
     bt._scan_bwd_sweep_smem_config = lambda xz, tabs, dout: {"BD": bt._scan_fwd_smem_settings(tabs)["BD"],
                                                              "maxnreg": bt.SCAN_BWD_CONFIG.get("SWEEP_SMEM_MAXNREG")}
+    xcfg = bt.XPROJ_BWD_CONFIG  # and the lane-per-channel x_proj backward where XB_LANE (default on)
+    bt._xproj_bwd_lane_config = lambda xz, tabs: None if not xcfg.get("LANE") else {
+        "BD": xcfg["LANE_BD"], "T": xcfg["LANE_T"], "PROGRAMS": xcfg["LANE_PROGRAMS"], "maxnreg": xcfg.get("LANE_MAXNREG")}
 xdbl = torch.empty(B, L, 2, tabs.ps, dtype=torch.float32)
 if which == "fwd":  # SUMMED=1: the directions summed (the second launch's kernel, adding and gating, is reported)
     bt._scan_forward(xz, xdbl, tabs, summed=os.environ.get("SUMMED", "0") == "1")

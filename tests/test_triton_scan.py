@@ -1304,6 +1304,80 @@ def test_gpu_group_smem_kernel_matches_triton(dtype, hidden, conv, state):
             assert rel < 1e-5, (length, per_dir, name, rel)
 
 
+def _xproj_backward_float64(xz, dxd, dxc, tabs):
+    """The x_proj / SiLU backward of `bimamba_triton._xproj_backward` in float64 from the same inputs and tables:
+    per direction (in its scan order) pre = conv(x), dpre = (dxc + dxd @ wx) silu'(pre), the x_proj weight gradient
+    sum_t dxd^T silu(pre) (rows of the padded x_dbl layout picked) and the conv bias gradient sum_t dpre."""
+    length, d_inner, k = xz.shape[1], tabs.d_inner, tabs.k
+    x = xz[..., :d_inner].double()
+    dpre, dwx, dcb = [], [], []
+    for dr in range(2):
+        order = (lambda t: t) if dr == 0 else (lambda t: t.flip(1))
+        xs = order(x)
+        pre = tabs.convb[dr].double() + sum(
+            tabs.convw[dr, k - 1 - j].double() * torch.nn.functional.pad(xs, (0, 0, j, 0))[:, :length] for j in range(k)
+        )
+        sg = torch.sigmoid(pre)
+        g = order(dxd[:, :, dr].double())
+        dp = (order(dxc[:, :, dr].double()) + g @ tabs.wx[dr, : tabs.ps].double()) * sg * (1 + pre * (1 - sg))
+        dpre.append(order(dp))
+        dwx.append(torch.einsum("blp,bld->pd", g, pre * sg)[tabs.row_index])
+        dcb.append(dp.sum((0, 1)))
+    return torch.stack(dpre, 2), torch.stack(dwx), torch.stack(dcb)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "hidden,conv,state", [(192, 4, 16), (384, 4, 16), (576, 4, 16), (64, 3, 4)], ids=["ti", "s", "m", "k3_n4"]
+)
+def test_gpu_xproj_lane_kernel_vs_float64(dtype, hidden, conv, state):
+    """The lane-per-channel x_proj / SiLU backward (`_xproj_bwd_lane_kernel`, Gluon; float32 FMA chains) against a
+    float64 evaluation of the same equations from the same inputs: dpre, the x_proj weight and conv bias gradients
+    each within 1e-5 of it (relative to the tensor's largest entry), finite, and at least as close as the tf32 Triton
+    kernel. Widths of VideoMamba-Ti, -S and -M (the lane kernel forced at M, where the tiles are the default) and a
+    conv of width 3 with 4 states; lengths 1 to 3,137 (partial chunks, one chunk), with the default token splits
+    and with splits of one chunk each (the conv's history loaded at every split)."""
+    from videomamba import bimamba_triton as bt
+    from videomamba.modeling_videomamba import VideoMambaMixer
+
+    if not bt._HAS_GLUON:
+        pytest.skip("this Triton has no Gluon")
+    torch.manual_seed(0)
+    config = tiny_config(hidden_size=hidden, state_size=state, conv_kernel=conv)
+    mixer = _randomize(VideoMambaMixer(config, layer_idx=0)).cuda()
+    tabs = bt._Tables(*bt.stacked_mixer_parameters(mixer), half_dtype=dtype)
+    saved = dict(bt.XPROJ_BWD_CONFIG)
+    assert saved.get("LANE")  # the default under test (from VideoMamba-M's 96-float rows on, the tiles by default)
+    probe = torch.zeros(1, 1, 2 * tabs.d_inner, device="cuda", dtype=dtype)
+    assert (bt._xproj_bwd_lane_config(probe, tabs) is None) == (tabs.ps > saved["LANE_MAX_PS"])
+    for batch, length, programs in [(2, 1, None), (3, 5, None), (2, 8, 10**6), (2, 9, None), (3, 37, 10**6),
+                                    (2, 1000, None), (2, 3137, None), (1, 3137, 10**6)]:
+        gen = torch.Generator(device="cuda").manual_seed(length)
+        xz = torch.randn(batch, length, 2 * tabs.d_inner, device="cuda", generator=gen).to(dtype)
+        dxd = torch.randn(batch, length, 2, tabs.ps, device="cuda", generator=gen)
+        dxc = torch.randn(batch, length, 2, tabs.d_inner, device="cuda", generator=gen)
+        want = _xproj_backward_float64(xz, dxd, dxc, tabs)
+        try:
+            bt.XPROJ_BWD_CONFIG["LANE_MAX_PS"] = 128  # every width here
+            assert bt._xproj_bwd_lane_config(xz, tabs) is not None
+            assert bt._xproj_bwd_lane_config(xz.float(), tabs) is None  # float32 keeps the Triton kernel
+            if programs:
+                bt.XPROJ_BWD_CONFIG["LANE_PROGRAMS"] = programs
+            lane = bt._xproj_backward(xz, dxd, dxc.clone(), tabs)
+            bt.XPROJ_BWD_CONFIG["LANE"] = False
+            tiles = bt._xproj_backward(xz, dxd, dxc.clone(), tabs)
+        finally:
+            bt.XPROJ_BWD_CONFIG.clear()
+            bt.XPROJ_BWD_CONFIG.update(saved)
+        for name, got, old, ref in zip(["dpre", "x_proj_weight", "conv_bias"], lane, tiles, want):
+            assert torch.isfinite(got).all(), (length, name)
+            scale = ref.abs().max().clamp_min(1e-300)
+            rel, rel_old = (((o.double() - ref).abs().max() / scale).item() for o in (got, old))
+            assert rel < 1e-5 and rel <= rel_old, (length, programs, name, rel, rel_old)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("length", [1000, 3137])

@@ -43,9 +43,12 @@ Kernels (token-major `(batch, length, channels)` throughout: no transposes, no f
   `_scan_bwd_group_kernel` (every group of chunks in parallel, each chunk recomputing its states with an in-register
   scan and running the adjoint scan; with `SCAN_BWD_CONFIG["GROUP"] = 6`, the default, its per-token channel sums of
   the B and C gradients are one reduce-scatter across the warp in inline PTX); `_dt_proj_bwd_kernel` (dt_proj
-  backward), `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient) and `_conv_bwd_kernel` (conv
-  backward into the `in_proj` output layout, `z` gradient); the parameter gradients' float32 partial sums added in
-  float64 by `_sum_f64_kernel`. Nothing of size `(batch, length, d_inner, N)` is ever stored.
+  backward), `_xproj_bwd_kernel` (x_proj and SiLU backward, `x_proj` weight gradient; for half-precision inputs up
+  to VideoMamba-S's widths `_xproj_bwd_lane_kernel` in Gluon, a lane per channel and the products as float32 FMA
+  chains) and `_conv_bwd_kernel` (conv backward into the `in_proj` output layout, `z` gradient); the parameter
+  gradients' float32 partial sums added in float64 by `_sum_f64_kernel`. With Gluon, the sweeps and the group
+  kernel run as `_scan_bwd_sweep_smem_kernel` and `_scan_bwd_group_smem_kernel` (v8), their inputs staged in
+  shared memory. Nothing of size `(batch, length, d_inner, N)` is ever stored.
 
 Numerics: exponentials as `exp2` with `A` pre-scaled by log2(e); the state and all accumulations in float32; inputs
 bf16, fp16 or fp32. With fp32 inputs all arithmetic is IEEE fp32 (matrix products included); with half inputs the
@@ -2230,6 +2233,121 @@ def _xproj_bwd_kernel(
     tl.store(dcb_ptr + part * D + offs_c, tl.sum(dcb, axis=0), mask=mask_c)
 
 
+# x_proj backward with a lane per channel (Gluon). `_xproj_bwd_kernel` computes its two products as tf32 tiles
+# (the tile of x_dbl-gradient rows times the weight, and the rows' transpose times silu(pre)) and holds 64 x 64 tiles of
+# both in registers: 224 registers, one program of 8 warps per multiprocessor, the issue slots 24% busy. Here each lane
+# keeps one channel's column of the weight and of its gradient (48 floats each at Ti) in registers and runs the two
+# products as float32 FMA chains over each token's gradient row, read as broadcast shared-memory loads: about 100
+# FMAs per channel and token, with the rows, x and the scan's dxc staged as the forward v7 stages its inputs.
+if _HAS_GLUON:
+
+    @gluon.jit(do_not_specialize=["L", "TPS"])
+    def _xproj_bwd_lane_kernel(
+        xz_ptr, convw_ptr, convb_ptr, wx_ptr, dxd_ptr, dxc_ptr, dwx_ptr, dcb_ptr,
+        L, D, TPS, s_xz_b, s_xz_l, s_xd_b, s_xd_l, s_y_b, s_y_l,
+        K: gl.constexpr, RP4: gl.constexpr, NP4: gl.constexpr, PS: gl.constexpr, PSP: gl.constexpr,
+        T: gl.constexpr, num_warps: gl.constexpr,
+    ):
+        """`_xproj_bwd_kernel` with a lane per channel (half-precision xz, D a multiple of BD = 32 num_warps). Grid
+        (D / BD, token splits, 2 B): one direction and TPS scan positions (a multiple of T) per program.
+
+        dxd (B, L, 2, PS) fp32: the gradient wrt x_dbl (dt part RP4, B and C parts NP4 each); dxc (B, L, 2, D) fp32
+        from the scan, overwritten with dpre = (dxc + dxd_row . wx[:, c]) silu'(pre). Writes the program's partial
+        sums dwx (B * splits, 2, PS, D) = sum over its tokens of dxd_row silu(pre) and dcb (B * splits, 2, D) = sum
+        of dpre. Each lane holds its channel's wx column ((BD, RP4) and two (BD, NP4) tiles, a row per lane) and
+        the matching dwx accumulators; chunks of T positions (dxd rows, x, dxc) go to a two-slot ring by `cp.async`
+        one chunk ahead (`_smem_copy_chunk`, dxc as the rows "added"). The conv is recomputed in scan order (taps
+        x[t - j] forward, x[t + j] backward), the three positions before the split loaded directly."""
+        BD: gl.constexpr = 32 * num_warps
+        LN: gl.constexpr = gl.BlockedLayout([1, NP4], [32, 1], [num_warps, 1], [1, 0])
+        LRK: gl.constexpr = gl.BlockedLayout([1, RP4], [32, 1], [num_warps, 1], [1, 0])
+        LD: gl.constexpr = gl.SliceLayout(1, LN)
+        LDR: gl.constexpr = gl.SliceLayout(1, LRK)
+        LROWS: gl.constexpr = gl.BlockedLayout([1, 4], [128 // PSP, PSP // 4], [num_warps, 1], [1, 0])
+        LCH: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BD, BD // 8], [num_warps, 1], [1, 0])
+        SL1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+        SL2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+        pid_d = gl.program_id(0)
+        pid_s = gl.program_id(1)
+        pid_b = gl.program_id(2) // 2
+        dr = gl.program_id(2) % 2
+        c0 = pid_d * BD
+        offs_d = c0 + gl.arange(0, BD, layout=LD)
+        offs_dr = c0 + gl.arange(0, BD, layout=LDR)
+        offs_n = gl.arange(0, NP4, layout=gl.SliceLayout(0, LN))
+        offs_r = gl.arange(0, RP4, layout=gl.SliceLayout(0, LRK))
+        w_base = wx_ptr + dr * (PSP * D)
+        w_dt = gl.load(w_base + offs_r[None, :] * D + offs_dr[:, None])  # (BD, RP4)
+        w_b = gl.load(w_base + (RP4 + offs_n)[None, :] * D + offs_d[:, None])  # (BD, NP4)
+        w_c = gl.load(w_base + (RP4 + NP4 + offs_n)[None, :] * D + offs_d[:, None])
+        cb, w0, w1, w2, w3 = _gl_conv_taps(convw_ptr, convb_ptr, dr, D, offs_d, None, K, False)
+        half_ty: gl.constexpr = xz_ptr.dtype.element_ty
+        rows_s = gl.allocate_shared_memory(gl.float32, [2 * T, PSP], SL1)
+        x_s = gl.allocate_shared_memory(half_ty, [2 * T, BD], SL1)
+        g_s = gl.allocate_shared_memory(gl.float32, [2 * T, BD], SL1)
+        rows_r = _smem_ring(rows_s, gl.float32, 2, T, PSP, SL2)
+        x_r = _smem_ring(x_s, half_ty, 2, T, BD, SL2)
+        g_r = _smem_ring(g_s, gl.float32, 2, T, BD, SL2)
+        x_b = pid_b.to(gl.int64) * s_xz_b
+        xd_b = pid_b.to(gl.int64) * s_xd_b + dr * PS
+        y_b = pid_b.to(gl.int64) * s_y_b + dr * D
+        p0 = pid_s * TPS
+        n = gl.minimum(TPS, L - p0)  # the split's positions (>= 1)
+        c_lo = p0 // T
+        nc = (n + T - 1) // T
+        step = 1 - 2 * dr
+        t = dr * (L - 1) + step * p0  # the token at scan position p0
+        p0v = offs_d * 0 + p0
+        xp1 = gl.load(xz_ptr + x_b + (t - step) * s_xz_l + offs_d, mask=p0v >= 1, other=0.0).to(gl.float32)
+        xp2 = gl.load(xz_ptr + x_b + (t - 2 * step) * s_xz_l + offs_d, mask=p0v >= 2, other=0.0).to(gl.float32)
+        xp3 = gl.load(xz_ptr + x_b + (t - 3 * step) * s_xz_l + offs_d, mask=p0v >= 3, other=0.0).to(gl.float32)
+        dw_dt = gl.zeros([BD, RP4], gl.float32, LRK)
+        dw_b = gl.zeros([BD, NP4], gl.float32, LN)
+        dw_c = gl.zeros([BD, NP4], gl.float32, LN)
+        dcb = gl.zeros([BD], gl.float32, LD)
+        y_base = dxc_ptr + y_b + offs_d
+        _smem_copy_chunk(xz_ptr, dxd_ptr, dxc_ptr, rows_r.index(0), x_r.index(0), x_r.index(0), g_r.index(0),
+                         c_lo, L, dr, D, c0, x_b, xd_b, y_b, s_xz_l, s_xd_l, s_y_l, PS, PSP, BD, T, True, False,
+                         LROWS, LCH)
+        for k in range(0, nc):
+            s = k % 2
+            _gl_async_copy.wait_group(0)
+            _gl_barrier()  # chunk k landed for every warp, and every warp is done with the other slot
+            if k + 1 < nc:
+                _smem_copy_chunk(xz_ptr, dxd_ptr, dxc_ptr, rows_r.index(1 - s), x_r.index(1 - s), x_r.index(1 - s),
+                                 g_r.index(1 - s), c_lo + k + 1, L, dr, D, c0, x_b, xd_b, y_b, s_xz_l, s_xd_l, s_y_l,
+                                 PS, PSP, BD, T, True, False, LROWS, LCH)
+            _gl_barrier()
+            for j in range(s * T, s * T + gl.minimum(T, n - k * T)):
+                row = rows_s.index(j)
+                g_dt = row.slice(0, RP4).load(gl.SliceLayout(0, LRK))
+                g_b = row.slice(RP4, NP4).load(gl.SliceLayout(0, LN))
+                g_c = row.slice(RP4 + NP4, NP4).load(gl.SliceLayout(0, LN))
+                xt = x_s.index(j).load(LD).to(gl.float32)
+                pre = cb + w0 * xt + w1 * xp1 + w2 * xp2 + w3 * xp3
+                sg = 1.0 / (1.0 + gl.exp(-pre))
+                acc = g_s.index(j).load(LD) + gl.convert_layout(gl.sum(w_dt * g_dt[None, :], axis=1), LD)
+                acc += gl.sum(w_b * g_b[None, :], axis=1) + gl.sum(w_c * g_c[None, :], axis=1)
+                dp = acc * sg * (1.0 + pre * (1.0 - sg))
+                gl.store(y_base + t * s_y_l, dp)
+                act = pre * sg
+                dw_dt += g_dt[None, :] * gl.convert_layout(act, LDR)[:, None]
+                dw_b += g_b[None, :] * act[:, None]
+                dw_c += g_c[None, :] * act[:, None]
+                dcb += dp
+                xp3 = xp2
+                xp2 = xp1
+                xp1 = xt
+                t += step
+        _gl_async_copy.wait_group(0)
+        part = ((pid_b * gl.num_programs(1) + pid_s).to(gl.int64) * 2 + dr)
+        dw_rows = dwx_ptr + part * (PS * D)
+        gl.store(dw_rows + offs_r[None, :] * D + offs_dr[:, None], dw_dt)
+        gl.store(dw_rows + (RP4 + offs_n)[None, :] * D + offs_d[:, None], dw_b)
+        gl.store(dw_rows + (RP4 + NP4 + offs_n)[None, :] * D + offs_d[:, None], dw_c)
+        gl.store(dcb_ptr + part * D + offs_d, dcb)
+
+
 @triton.jit
 def _dt_proj_bwd_kernel(ddp_ptr, xdbl_ptr, dtw_ptr, dxdp_ptr, dxd_ptr, dwp_ptr, dbp_ptr, M, D, NDB,
                         R: tl.constexpr, RP: tl.constexpr, RP4: tl.constexpr, N: tl.constexpr, NP4: tl.constexpr,
@@ -2630,7 +2748,16 @@ XPROJ_CONFIG = {"BT": 64, "BC": 32, "num_warps": 4, "num_stages": 3, "SPLIT": Tr
 # (H100, batch 32 x 16 frames, whole layer backward 10.39 -> 10.17 ms; 12.11 before these kernels were reworked;
 # with the later scan kernels, 64 channels per x_proj backward program, so that every dxd row is read by 6 programs
 # instead of 24: 8.45 -> 8.10 ms).
-XPROJ_BWD_CONFIG = {"BT": 64, "BC": 64, "num_warps": 8, "num_stages": 2, "PROGRAMS": 32 * 132}
+# LANE (session 15): the lane-per-channel x_proj backward (`_xproj_bwd_lane_kernel`, Gluon) where it applies, with
+# LANE_BD channels and LANE_T-token chunks per program, token splits aiming for LANE_PROGRAMS programs, LANE_MAXNREG
+# registers (LANE_WIDE_MAXNREG for x_dbl rows over LANE_WIDE_PS floats), up to LANE_MAX_PS-float rows. H100, bf16,
+# `bench_scan_bwd.py --aux --aux-wide` (20 timed calls each): x_proj backward alone, Ti batch 32 x 16 frames 0.917 ms
+# (tiles) -> 0.617 (1,056 programs; 2,112: 0.649; 528: 0.704; uncapped 0.67-0.86; 16-token chunks 0.654; 64
+# channels 0.953); S batch 8: 0.508 -> 0.479 (uncapped); M: 1.10 (tiles) against 1.40-1.77, so M keeps the tiles.
+# Ti training step, three alternating rounds: 168.9-174.9 -> 161.9-166.8 ms.
+XPROJ_BWD_CONFIG = {"BT": 64, "BC": 64, "num_warps": 8, "num_stages": 2, "PROGRAMS": 32 * 132,
+                    "LANE": True, "LANE_BD": 128, "LANE_T": 8, "LANE_PROGRAMS": 8 * 132, "LANE_MAX_PS": 64,
+                    "LANE_MAXNREG": 168, "LANE_WIDE_PS": 48, "LANE_WIDE_MAXNREG": None}
 CONV_BWD_CONFIG = {"BT": 16, "BC": 32, "num_warps": 8, "num_stages": 1}
 
 _ROW_INDEX_CACHE = {}
@@ -3060,6 +3187,29 @@ def _scan_bwd_group_smem_config(xz: torch.Tensor, tabs, dout: torch.Tensor):
     return {"maxnreg": cfg.get("SMEM_MAXNREG")}
 
 
+def _xproj_bwd_lane_config(xz: torch.Tensor, tabs):
+    """The launch settings of the lane-per-channel x_proj backward (`_xproj_bwd_lane_kernel`, Gluon) for this call
+    ({"BD", "T", "PROGRAMS", "maxnreg"}), or None where it does not apply (then `_xproj_bwd_kernel` runs):
+    XPROJ_BWD_CONFIG["LANE"] off, no Gluon, not CUDA or below compute capability 8.0, the interpreter, float32
+    inputs, a conv wider than 4, x_dbl rows over LANE_MAX_PS floats (VideoMamba-M's 96: each lane's two 96-float
+    columns and 192 FMAs per token lose to the tf32 tiles) or a padded dt rank not a multiple of the padded state
+    size, channels not a multiple of 32, or x rows not in 16-byte units (the `cp.async` copies)."""
+    cfg = XPROJ_BWD_CONFIG
+    if not cfg.get("LANE") or not _HAS_GLUON or _interpreting() or xz.device.type != "cuda":
+        return None
+    if xz.dtype not in (torch.float16, torch.bfloat16) or tabs.k > 4 or tabs.rp4 % tabs.np4:
+        return None
+    if tabs.ps > cfg["LANE_MAX_PS"] or tabs.psp > 128:
+        return None
+    if tabs.d_inner % 32 or xz.stride(2) != 1 or xz.stride(1) % 8 or xz.stride(0) % 8 or xz.data_ptr() % 16:
+        return None
+    if torch.cuda.get_device_capability(xz.device) < (8, 0):
+        return None
+    bd = next(b for b in (cfg["LANE_BD"], 64, 32) if b <= cfg["LANE_BD"] and tabs.d_inner % b == 0)
+    maxnreg = cfg.get("LANE_MAXNREG") if tabs.ps <= cfg["LANE_WIDE_PS"] else cfg.get("LANE_WIDE_MAXNREG")
+    return {"BD": bd, "T": cfg["LANE_T"], "PROGRAMS": cfg["LANE_PROGRAMS"], "maxnreg": maxnreg}
+
+
 def _backward_a_tables(tabs: _Tables, A_log=None):
     """-> (A in float64 (2, D, N), A and A log2(e) as the backward kernels' float32 tables (2, D, 4 NG)), each table
     rounded once from float64 (the forward's a2 is float32 A times log2(e): two roundings). A_log (2, D, N) gives A
@@ -3069,6 +3219,53 @@ def _backward_a_tables(tabs: _Tables, A_log=None):
     aneg[..., : tabs.n] = a_exact
     a2[..., : tabs.n] = a_exact * LOG2E
     return a_exact, aneg, a2
+
+
+def _token_splits(batch: int, length: int, d_inner: int):
+    """(splits, tokens per split, channel block) of `_xproj_bwd_kernel` and `_conv_bwd_kernel` (XPROJ_BWD_CONFIG):
+    enough programs to fill the GPU, few enough to keep the partial sums small; whole BT-token tiles per split."""
+    xcfg = XPROJ_BWD_CONFIG
+    bt, bc = xcfg["BT"], min(xcfg["BC"], max(16, _next_pow2(d_inner)))
+    nsplit = max(1, min(_cdiv(length, bt), _cdiv(xcfg.get("PROGRAMS", 8 * 132), batch * _cdiv(d_inner, bc))))
+    tps = _cdiv(_cdiv(length, nsplit), bt) * bt
+    return _cdiv(length, tps), tps, bc
+
+
+def _xproj_backward(xz, dxd, dxc, tabs: _Tables):
+    """x_proj and SiLU backward of both directions: dxd (B, L, 2, PS) float32 the gradient wrt x_dbl, dxc (B, L, 2,
+    D) float32 the scan's gradient wrt the conv's SiLU output. Returns dpre (dxc overwritten: the gradient wrt the
+    conv output before the SiLU) and the float32 gradients wrt the x_proj weight (2, R + 2N, D) and the conv bias
+    (2, D), their partial sums added in float64. `_xproj_bwd_lane_kernel` where it applies (a lane per channel,
+    Gluon), else `_xproj_bwd_kernel` (tf32 tiles for half-precision inputs, IEEE float32 for float32 ones)."""
+    batch, length, _ = xz.shape
+    d_inner, dev, f32 = tabs.d_inner, xz.device, torch.float32
+    lane = _xproj_bwd_lane_config(xz, tabs)
+    if lane is not None:  # one channel per lane: token splits of whole chunks, weight-gradient partials of PS rows
+        bd, t_lane = lane["BD"], lane["T"]
+        nsplit = max(1, min(_cdiv(length, t_lane), _cdiv(lane["PROGRAMS"], 2 * batch * (d_inner // bd))))
+        tps = _cdiv(_cdiv(length, nsplit), t_lane) * t_lane
+        nsplit = _cdiv(length, tps)
+        dwx = torch.empty(batch * nsplit, 2, tabs.ps, d_inner, device=dev, dtype=f32)
+        dcb = torch.empty(batch * nsplit, 2, d_inner, device=dev, dtype=f32)
+        _xproj_bwd_lane_kernel[(d_inner // bd, nsplit, 2 * batch)](
+            xz, tabs.convw, tabs.convb, tabs.wx, dxd, dxc, dwx, dcb,
+            length, d_inner, tps, xz.stride(0), xz.stride(1), dxd.stride(0), dxd.stride(1), dxc.stride(0),
+            dxc.stride(1), K=tabs.k, RP4=tabs.rp4, NP4=tabs.np4, PS=tabs.ps, PSP=tabs.psp, T=t_lane,
+            num_warps=bd // 32, **_reg_cap(lane["maxnreg"]),
+        )
+    else:
+        xcfg = XPROJ_BWD_CONFIG
+        nsplit, tps, bc = _token_splits(batch, length, d_inner)
+        dwx = torch.empty(batch * nsplit, 2, tabs.psp, d_inner, device=dev, dtype=f32)
+        dcb = torch.empty(batch * nsplit, 2, d_inner, device=dev, dtype=f32)
+        _xproj_bwd_kernel[(_cdiv(d_inner, bc), nsplit, 2 * batch)](
+            xz, tabs.convw, tabs.convb, tabs.wx, dxd, dxc, dxc, dwx, dcb,
+            length, d_inner, tps, xz.stride(0), xz.stride(1), dxd.stride(0), dxd.stride(1), dxc.stride(0),
+            dxc.stride(1), PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=xcfg["BT"], BC=bc, IEEE=xz.dtype == torch.float32,
+            num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"],
+            **_reg_cap(xcfg.get("maxnreg")),
+        )
+    return dxc, _sum_f64(dwx).to(f32)[:, tabs.row_index], _sum_f64(dcb).to(f32)
 
 
 def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum: bool, A_log=None):
@@ -3098,23 +3295,10 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
     d_dt_bias = _sum_f64(dbp).to(f32)
     del ddp, dwp, dbp
 
-    xcfg, ccfg = XPROJ_BWD_CONFIG, CONV_BWD_CONFIG
-    bt, bc = xcfg["BT"], min(xcfg["BC"], max(16, _next_pow2(d_inner)))
-    # token splits per sample: enough programs to fill the GPU, few enough to keep the partial sums small
-    nsplit = max(1, min(_cdiv(length, bt), _cdiv(xcfg.get("PROGRAMS", 8 * 132), batch * _cdiv(d_inner, bc))))
-    tps = _cdiv(_cdiv(length, nsplit), bt) * bt
-    nsplit = _cdiv(length, tps)
-    dwx = torch.empty(batch * nsplit, 2, tabs.psp, d_inner, device=dev, dtype=f32)
-    dcb = torch.empty(batch * nsplit, 2, d_inner, device=dev, dtype=f32)
-    grid = (_cdiv(d_inner, bc), nsplit, 2 * batch)
-    _xproj_bwd_kernel[grid](
-        xz, tabs.convw, tabs.convb, tabs.wx, dxd, dxc, dxc, dwx, dcb,
-        length, d_inner, tps, xz.stride(0), xz.stride(1), dxd.stride(0), dxd.stride(1), y.stride(0), y.stride(1),
-        PS=tabs.ps, PSP=tabs.psp, K=tabs.k, BT=bt, BC=bc, IEEE=xz.dtype == torch.float32,
-        num_warps=xcfg["num_warps"], num_stages=xcfg["num_stages"],
-        **_reg_cap(xcfg.get("maxnreg")),
-    )
-    dpre = dxc  # written in place
+    dpre, d_x_proj, d_conv_bias = _xproj_backward(xz, dxd, dxc, tabs)
+    del dxd
+    ccfg = CONV_BWD_CONFIG
+    nsplit, tps, _ = _token_splits(batch, length, d_inner)
     dxz = torch.empty_like(xz)
     out_sum = torch.empty(batch, length, d_inner, device=dev, dtype=xz.dtype) if need_out_sum else None
     dcw = torch.empty(batch * nsplit, 2, tabs.k, d_inner, device=dev, dtype=f32)
@@ -3132,8 +3316,8 @@ def _scan_backward(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, need_out_sum:
 
     grads = {
         "conv_weight": total(dcw).transpose(1, 2),  # (2, D, K)
-        "conv_bias": total(dcb),
-        "x_proj_weight": total(dwx)[:, tabs.row_index],  # (2, R + 2N, D)
+        "conv_bias": d_conv_bias,
+        "x_proj_weight": d_x_proj,  # (2, R + 2N, D)
         "dt_proj_weight": d_dt_weight,  # (2, D, R)
         "dt_proj_bias": d_dt_bias,
         "A_log": (_sum_f64(dA, (0, 2))[:, : tabs.n].transpose(1, 2) * a_exact).to(f32),  # dA * A
