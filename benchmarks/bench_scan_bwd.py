@@ -157,15 +157,21 @@ def aux_kernels(results, batch=32, frames=16, preset="tiny", keep=True, reps=20)
     return out
 
 
-def aux_training(results, names, rounds, frames=16, batch=32):
-    """A training step of the whole Ti model (bf16) under the AUX_VARIANTS entries `names`, `rounds` alternating
-    rounds (scan kernels at their defaults); the configs restored after."""
-    base = (dict(bt.XPROJ_BWD_CONFIG), dict(bt.CONV_BWD_CONFIG))
+def training_inputs(frames, batch):
+    """The Ti classifier (bf16, training mode, seed 0), a random bf16 video batch and labels, on the GPU."""
     config = VideoMambaConfig.from_preset("tiny", num_frames=frames, num_labels=400, scan_backend="triton")
     torch.manual_seed(0)
     model = VideoMambaForVideoClassification(config).cuda().to(torch.bfloat16).train()
     video = torch.randn(batch, frames, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
     labels = torch.randint(0, 400, (batch,), device="cuda")
+    return model, video, labels
+
+
+def aux_training(results, names, rounds, frames=16, batch=32):
+    """A training step of the whole Ti model (bf16) under the AUX_VARIANTS entries `names`, `rounds` alternating
+    rounds (scan kernels at their defaults); the configs restored after."""
+    base = (dict(bt.XPROJ_BWD_CONFIG), dict(bt.CONV_BWD_CONFIG))
+    model, video, labels = training_inputs(frames, batch)
     out = {}
     for rnd in range(rounds):
         for name in names:
@@ -269,11 +275,7 @@ def layer_backward(results, batch, frames, names):
 
 
 def model_training(results, names, frames=16, batch=32):
-    config = VideoMambaConfig.from_preset("tiny", num_frames=frames, num_labels=400, scan_backend="triton")
-    torch.manual_seed(0)
-    model = VideoMambaForVideoClassification(config).cuda().to(torch.bfloat16).train()
-    video = torch.randn(batch, frames, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
-    labels = torch.randint(0, 400, (batch,), device="cuda")
+    model, video, labels = training_inputs(frames, batch)
     out = {}
     for name in names:
         set_variant(name)

@@ -1249,12 +1249,17 @@ def test_interpreter_sum_f64_matches_torch():
         assert rel < 1e-13, (shape, rel)
 
 
+# VideoMamba-Ti, -S and -M widths (dt ranks 12, 24, 36; x_dbl rows of 48, 64 and 96 floats) and a conv of width 3
+# with 4 states: the shapes the Gluon kernels' tests run at
+_MIXER_WIDTHS = pytest.mark.parametrize(
+    "hidden,conv,state", [(192, 4, 16), (384, 4, 16), (576, 4, 16), (64, 3, 4)], ids=["ti", "s", "m", "k3_n4"]
+)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize(
-    "hidden,conv,state", [(192, 4, 16), (384, 4, 16), (576, 4, 16), (64, 3, 4)], ids=["ti", "s", "m", "k3_n4"]
-)
+@_MIXER_WIDTHS
 def test_gpu_group_smem_kernel_matches_triton(dtype, hidden, conv, state):
     """The backward's Gluon kernels (the group kernel v8: each chunk's inputs and checkpoints, and the per-state
     carries, in shared memory; the sweeps with each chunk's inputs staged in shared memory) against the Triton
@@ -1329,9 +1334,7 @@ def _xproj_backward_float64(xz, dxd, dxc, tabs):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-@pytest.mark.parametrize(
-    "hidden,conv,state", [(192, 4, 16), (384, 4, 16), (576, 4, 16), (64, 3, 4)], ids=["ti", "s", "m", "k3_n4"]
-)
+@_MIXER_WIDTHS
 def test_gpu_xproj_lane_kernel_vs_float64(dtype, hidden, conv, state):
     """The lane-per-channel x_proj / SiLU backward (`_xproj_bwd_lane_kernel`, Gluon; float32 FMA chains) against a
     float64 evaluation of the same equations from the same inputs: dpre, the x_proj weight and conv bias gradients

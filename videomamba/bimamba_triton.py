@@ -988,12 +988,13 @@ if _HAS_GLUON:
     @gluon.jit
     def _smem_copy_chunk(xz_ptr, xdbl_ptr, out_ptr, rows_s, x_s, z_s, p_s, c, L, dr, D, c0, x_b, xd_b, o_b,
                          s_xz_l, s_xd_l, s_o_l, PS: gl.constexpr, PSP: gl.constexpr, BD: gl.constexpr,
-                         T: gl.constexpr, ADD: gl.constexpr, GATE: gl.constexpr, LROWS: gl.constexpr,
-                         LCH: gl.constexpr):
+                         T: gl.constexpr, ADD: gl.constexpr, GATE: gl.constexpr, num_warps: gl.constexpr):
         """Issue (one commit group) the copies of chunk c, scan positions c T .. c T + T - 1 (tokens t = p, or
         L - 1 - p for direction 1), into one ring slot each: x_dbl rows (T, PSP) float32 (PS used), and this
-        program's channels of x, and with GATE z, with ADD the output already there, (T, BD) half each. Positions
-        past the end and channels past D are not copied."""
+        program's channels of x, and with GATE z, with ADD the output already there, (T, BD) each in its own dtype.
+        Positions past the end and channels past D are not copied."""
+        LROWS: gl.constexpr = gl.BlockedLayout([1, 4], [128 // PSP, PSP // 4], [num_warps, 1], [1, 0])
+        LCH: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BD, BD // 8], [num_warps, 1], [1, 0])
         p_r = c * T + gl.arange(0, T, layout=gl.SliceLayout(1, LROWS))
         t_r = gl.minimum(gl.maximum(gl.where(dr == 0, p_r, L - 1 - p_r), 0), L - 1)
         col = gl.arange(0, PSP, layout=gl.SliceLayout(0, LROWS))
@@ -1056,8 +1057,6 @@ if _HAS_GLUON:
         LN: gl.constexpr = gl.BlockedLayout([1, NP4], [32, 1], [num_warps, 1], [1, 0])
         LRK: gl.constexpr = gl.BlockedLayout([1, RP4], [32, 1], [num_warps, 1], [1, 0])
         LD: gl.constexpr = gl.SliceLayout(1, LN)
-        LROWS: gl.constexpr = gl.BlockedLayout([1, 4], [128 // PSP, PSP // 4], [num_warps, 1], [1, 0])
-        LCH: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BD, BD // 8], [num_warps, 1], [1, 0])
         SL1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
         SL2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
         c0 = pid_d * BD
@@ -1095,7 +1094,7 @@ if _HAS_GLUON:
         for c in gl.static_range(NBUF - 1):
             _smem_copy_chunk(xz_ptr, xdbl_ptr, out_ptr, rows_r.index(c), x_r.index(c), z_r.index(c), p_r.index(c),
                              c, L, dr, D, c0, x_b, xd_b, o_b, s_xz_l, s_xd_l, s_o_l, PS, PSP, BD, T, ADD, GATE,
-                             LROWS, LCH)
+                             num_warps)
         h = gl.zeros([BD, NP4], gl.float32, LN)
         xp1 = gl.zeros([BD], gl.float32, LD)
         xp2 = gl.zeros([BD], gl.float32, LD)
@@ -1108,7 +1107,7 @@ if _HAS_GLUON:
             sn = cn % NBUF
             _smem_copy_chunk(xz_ptr, xdbl_ptr, out_ptr, rows_r.index(sn), x_r.index(sn), z_r.index(sn),
                              p_r.index(sn), cn, L, dr, D, c0, x_b, xd_b, o_b, s_xz_l, s_xd_l, s_o_l, PS, PSP, BD, T,
-                             ADD, GATE, LROWS, LCH)
+                             ADD, GATE, num_warps)
             _gl_barrier()
             j0 = (c % NBUF) * T
             n = gl.minimum(L - c * T, T)
@@ -2059,8 +2058,6 @@ if _HAS_GLUON:
         LN: gl.constexpr = gl.BlockedLayout([1, NP4], [32, 1], [num_warps, 1], [1, 0])
         LRK: gl.constexpr = gl.BlockedLayout([1, RP4], [32, 1], [num_warps, 1], [1, 0])
         LD: gl.constexpr = gl.SliceLayout(1, LN)
-        LROWS: gl.constexpr = gl.BlockedLayout([1, 4], [128 // PSP, PSP // 4], [num_warps, 1], [1, 0])
-        LCH: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BD, BD // 8], [num_warps, 1], [1, 0])
         SL1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
         SL2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
         pid_d = gl.program_id(0)
@@ -2107,7 +2104,7 @@ if _HAS_GLUON:
             sd = gl.zeros([BD], gl.float32, LD)
             _smem_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, rows_r.index(0), x_r.index(0), z_r.index(0), p_r.index(0),
                              c_lo, L, dr, D, c0, x_b, xd_b, do_b, s_xz_l, s_xd_l, s_do_l, PS, PSP, BD, T, False,
-                             False, LROWS, LCH)
+                             False, num_warps)
             for k in range(0, nc):
                 c = c_lo + k
                 s = k % 2
@@ -2116,7 +2113,7 @@ if _HAS_GLUON:
                 if k + 1 < nc:
                     _smem_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, rows_r.index(1 - s), x_r.index(1 - s),
                                      z_r.index(1 - s), p_r.index(1 - s), c + 1, L, dr, D, c0, x_b, xd_b, do_b, s_xz_l,
-                                     s_xd_l, s_do_l, PS, PSP, BD, T, False, False, LROWS, LCH)
+                                     s_xd_l, s_do_l, PS, PSP, BD, T, False, False, num_warps)
                 _gl_barrier()
                 if k > 0:  # the local state entering the chunk (h = 0 at the group's first)
                     gl.store(ck_tile + c * (NP4 * D), h)
@@ -2142,7 +2139,7 @@ if _HAS_GLUON:
                 g = gl.zeros([BD, NP4], gl.float32, LN)
                 _smem_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, rows_r.index(0), x_r.index(0), z_r.index(0),
                                  p_r.index(0), c_lo + nc - 1, L, dr, D, c0, x_b, xd_b, do_b, s_xz_l, s_xd_l, s_do_l,
-                                 PS, PSP, BD, T, True, True, LROWS, LCH)
+                                 PS, PSP, BD, T, True, True, num_warps)
                 for k in range(0, nc):
                     c = c_lo + nc - 1 - k
                     s = k % 2
@@ -2151,7 +2148,7 @@ if _HAS_GLUON:
                     if k + 1 < nc:
                         _smem_copy_chunk(xz_ptr, xdbl_ptr, dout_ptr, rows_r.index(1 - s), x_r.index(1 - s),
                                          z_r.index(1 - s), p_r.index(1 - s), c - 1, L, dr, D, c0, x_b, xd_b, do_b,
-                                         s_xz_l, s_xd_l, s_do_l, PS, PSP, BD, T, True, True, LROWS, LCH)
+                                         s_xz_l, s_xd_l, s_do_l, PS, PSP, BD, T, True, True, num_warps)
                     _gl_barrier()
                     m = gl.minimum(T, L - c * T)  # the chunk's valid rows (the last chunk may be partial)
                     for jj in range(0, m):
@@ -2263,8 +2260,6 @@ if _HAS_GLUON:
         LRK: gl.constexpr = gl.BlockedLayout([1, RP4], [32, 1], [num_warps, 1], [1, 0])
         LD: gl.constexpr = gl.SliceLayout(1, LN)
         LDR: gl.constexpr = gl.SliceLayout(1, LRK)
-        LROWS: gl.constexpr = gl.BlockedLayout([1, 4], [128 // PSP, PSP // 4], [num_warps, 1], [1, 0])
-        LCH: gl.constexpr = gl.BlockedLayout([1, 8], [256 // BD, BD // 8], [num_warps, 1], [1, 0])
         SL1: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
         SL2: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
         pid_d = gl.program_id(0)
@@ -2308,7 +2303,7 @@ if _HAS_GLUON:
         y_base = dxc_ptr + y_b + offs_d
         _smem_copy_chunk(xz_ptr, dxd_ptr, dxc_ptr, rows_r.index(0), x_r.index(0), x_r.index(0), g_r.index(0),
                          c_lo, L, dr, D, c0, x_b, xd_b, y_b, s_xz_l, s_xd_l, s_y_l, PS, PSP, BD, T, True, False,
-                         LROWS, LCH)
+                         num_warps)
         for k in range(0, nc):
             s = k % 2
             _gl_async_copy.wait_group(0)
@@ -2316,7 +2311,7 @@ if _HAS_GLUON:
             if k + 1 < nc:
                 _smem_copy_chunk(xz_ptr, dxd_ptr, dxc_ptr, rows_r.index(1 - s), x_r.index(1 - s), x_r.index(1 - s),
                                  g_r.index(1 - s), c_lo + k + 1, L, dr, D, c0, x_b, xd_b, y_b, s_xz_l, s_xd_l, s_y_l,
-                                 PS, PSP, BD, T, True, False, LROWS, LCH)
+                                 PS, PSP, BD, T, True, False, num_warps)
             _gl_barrier()
             for j in range(s * T, s * T + gl.minimum(T, n - k * T)):
                 row = rows_s.index(j)
