@@ -69,6 +69,9 @@ def cuda_time(fn, iters):
     return times[len(times) // 2]
 
 
+MIN_ITERS = 3  # timed iterations per case at least (the median of them is reported)
+
+
 def measure(entry, frames, batch, train, iters, time_limit):
     """Largest batch <= `batch` that fits; returns a result dict (or one with an `error`)."""
     family, size, backend, attn = entry["family"], entry["size"], entry.get("backend"), entry.get("attn", "sdpa")
@@ -96,11 +99,13 @@ def measure(entry, frames, batch, train, iters, time_limit):
                         model(x)
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
             step()  # warm-up (kernel compilation, autotuning)
             torch.cuda.synchronize()
-            first = time.perf_counter() - t0
-            n = max(1, min(iters, int(time_limit / max(first, 1e-3))))
+            t0 = time.perf_counter()
+            step()  # a warm step: sets how many fit in the time limit (the first one's compilation would not)
+            torch.cuda.synchronize()
+            warm = time.perf_counter() - t0
+            n = max(MIN_ITERS, min(iters, int(time_limit / max(warm, 1e-3))))
             seconds = cuda_time(step, n)
             peak = torch.cuda.max_memory_allocated() / 2**30
             return {"batch": batch, "seconds": seconds, "videos_per_s": batch / seconds, "peak_gib": peak, "iters": n}

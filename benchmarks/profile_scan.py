@@ -109,6 +109,80 @@ def model_breakdown(out_dir, batch=128, frames=16, train=False, top=20):
     return {"total_ms": round(total, 2), **rows}
 
 
+def step_gaps(batch=32, frames=16, autocast=True, steps=3, top=15):
+    """Where a training step's GPU sits idle (VideoMamba-Ti, Triton backend): the profiler's kernel intervals of
+    `steps` steps, merged; the idle time between them split into the forward (up to the loss's first backward
+    kernel) and the backward, and the largest gaps with the kernels on either side. `autocast`: a float32 model
+    under bf16 autocast, as `benchmark.py` trains; else a bf16 model, as `model_breakdown`. Returns a dict."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from videomamba import VideoMambaForVideoClassification
+
+    config = VideoMambaConfig.from_preset("tiny", num_frames=frames, num_labels=400, scan_backend="triton")
+    model = VideoMambaForVideoClassification(config).cuda()
+    if not autocast:
+        model = model.to(torch.bfloat16)
+    model.train()
+    video = torch.randn(batch, frames, 3, 224, 224, device="cuda",
+                        dtype=torch.float32 if autocast else torch.bfloat16)
+    labels = torch.randint(0, 400, (batch,), device="cuda")
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(video, labels=labels).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    total = cuda_ms(step, reps=3)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+            torch.cuda.synchronize()
+    kernels = []
+    for event in prof.events():
+        device_type = str(getattr(event, "device_type", ""))
+        if device_type.endswith("CUDA") and event.time_range.end > event.time_range.start:
+            kernels.append((event.time_range.start, event.time_range.end, event.name))
+    kernels.sort()
+    # steps are separated by the host's synchronisation: gaps over 2 ms are between steps
+    busy = idle_fwd = idle_bwd = 0.0
+    gaps, launches, phase = [], 0, "forward"
+    end_prev, name_prev = None, None
+    for start, end, name in kernels:
+        if end_prev is not None and start - end_prev > 2000:
+            end_prev, phase = None, "forward"
+        if end_prev is not None and start > end_prev:
+            gap = start - end_prev
+            if phase == "forward":
+                idle_fwd += gap
+            else:
+                idle_bwd += gap
+            gaps.append((gap, name_prev[:60], name[:60], phase))
+        if "nll_loss" in name and "backward" in name:
+            phase = "backward"
+        launches += 1
+        if end_prev is None or end > end_prev:  # overlapping kernels (other streams) count once
+            busy += end - (start if end_prev is None else max(start, end_prev))
+            end_prev, name_prev = end, name
+    gaps.sort(reverse=True)
+    found = {
+        "step_ms": round(total, 2), "autocast": autocast, "kernels_per_step": launches // steps,
+        "busy_ms_per_step": round(busy / steps / 1e3, 2),
+        "idle_forward_ms_per_step": round(idle_fwd / steps / 1e3, 2),
+        "idle_backward_ms_per_step": round(idle_bwd / steps / 1e3, 2),
+        "gaps_over_20us_per_step": round(sum(g[0] for g in gaps if g[0] > 20) / steps / 1e3, 2),
+        "largest_gaps_us": [[round(g[0], 1), g[1], g[2], g[3]] for g in gaps[:top]],
+    }
+    print(f"Ti training step, batch {batch}, {frames} frames, {'autocast' if autocast else 'bf16'}: {total:.1f} ms; "
+          f"{found['kernels_per_step']} kernels per step, busy {found['busy_ms_per_step']} ms, idle "
+          f"{found['idle_forward_ms_per_step']} (forward) + {found['idle_backward_ms_per_step']} (backward) ms")
+    for g in found["largest_gaps_us"]:
+        print(f"  {g[0]:9.1f} us  {g[3]:8s}  after {g[1]}  before {g[2]}")
+    del model, video
+    torch.cuda.empty_cache()
+    return found
+
+
 def run_backward_once(batch):
     """One backward of the scan at `batch` (compiles its kernels; under ncu, profiles them)."""
     config, mixer, xz, tabs, xdbl = setup(batch)
@@ -124,6 +198,9 @@ def main():
     parser.add_argument("--ncu", action="store_true", help="one launch of each kernel, no warm-up (for ncu)")
     parser.add_argument("--breakdown", action="store_true",
                         help="only the per-kernel GPU time of a forward (batch 128) and a training step (batch 32)")
+    parser.add_argument("--gaps", action="store_true",
+                        help="only the idle time between kernels of a training step (batch 32), with and without "
+                             "autocast")
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 88, 128, 176])
     args = parser.parse_args()
 
@@ -139,6 +216,11 @@ def main():
         return
 
     os.makedirs(args.out, exist_ok=True)
+    if args.gaps:
+        found = {"autocast": step_gaps(), "bf16": step_gaps(autocast=False)}
+        with open(os.path.join(args.out, "gaps.json"), "w") as f:
+            json.dump(found, f, indent=1)
+        return
     if args.breakdown:
         found = {"forward_b128_16f": model_breakdown(args.out, top=25),
                  "train_b32_16f": model_breakdown(args.out, batch=32, train=True, top=30)}

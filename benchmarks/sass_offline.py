@@ -100,7 +100,10 @@ def report(name, kernel):
     open(f"{OUTDIR}/{name}.sass", "w").write(sass)
     open(f"{OUTDIR}/{name}.ctrl", "w").write(control_bits(sass))
     open(f"{OUTDIR}/{name}.ttgir", "w").write(kernel.asm["ttgir"])
-    print(f"{name}: regs {regs and regs.group(1)} stack {stack and stack.group(1)} total instrs {len(instrs)}")
+    shared = re.search(r"SHARED:(\d+)", res)
+    print(f"{name}: regs {regs and regs.group(1)} stack {stack and stack.group(1)} shared "
+          f"{getattr(kernel.metadata, 'shared', 0) or 0} + static {shared.group(1) if shared else 0} bytes "
+          f"total instrs {len(instrs)}")
     inner = None
     for start, end in loops:
         body = [t for a, t in instrs if start <= a <= end]

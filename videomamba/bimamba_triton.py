@@ -1855,9 +1855,65 @@ if _HAS_GLUON:
                        mask=(nc < N)[:, None] & (chc < D)[None, :])
         _gl_async_copy.commit_group()
 
+    @gluon.jit
+    def _group_state_globals(n, dr, D, offs_d, a2t_ptr, ant_ptr, ck_lo, lo_mask, NP4: gl.constexpr):
+        """State n's rows of A log2(e) and A and of the group's entering state (zero in the group's first chunk)
+        (BD,) each, from global memory (loaded an iteration of the state loop ahead of their use)."""
+        n = gl.minimum(n, NP4 - 1)  # the last iteration's look-ahead stays in the tables
+        return (gl.load(a2t_ptr + (dr * NP4 + n) * D + offs_d), gl.load(ant_ptr + (dr * NP4 + n) * D + offs_d),
+                gl.load(ck_lo + n * D, mask=lo_mask, other=0.0))
+
+    @gluon.jit
+    def _group_state_rows(n, s, a2n, h_lo, pdel, bc_f, ck_f, gc_s, dA_s, NP4: gl.constexpr, LD: gl.constexpr,
+                          LJ: gl.constexpr):
+        """State n's inputs from shared memory in the group kernel v8: its state entering the chunk (the checkpoint
+        row from ring slot s plus h_lo, the group's entering state, decayed to the chunk's start), adjoint carry and
+        dA sum so far (BD,); its B and C entries of the chunk's T tokens (1, T)."""
+        Bn = bc_f.index(s * (2 * NP4) + n).load(LJ)[None, :]
+        Cn = bc_f.index(s * (2 * NP4) + NP4 + n).load(LJ)[None, :]
+        hin = ck_f.index(s * NP4 + n).load(LD) + _exp2(a2n * pdel, True) * h_lo
+        return hin, gc_s.index(n).load(LD), dA_s.index(n).load(LD), Bn, Cn
+
+    @gluon.jit
+    def _group_state(hin, gcn, dAn, Bn, Cn, a2n, An, dcol, u, gy, delta, is_last, yacc, gb_acc, ga_acc,
+                     T: gl.constexpr, LT: gl.constexpr):
+        """One state of one chunk in the group kernel v8 (BD channels, T tokens; tiles (BD, T), rows (BD,)): the
+        states h_j forward from hin, the adjoint G_j back from the carry gcn, and their contributions. Returns the
+        channel-sum operands G u and gy h (BD, T) (the state's dB and dC), its dA sum and adjoint carry updated
+        (BD,), and the output, d(B u) and d(exp(delta A)) accumulators over the states (BD, T) updated."""
+        # exp(delta_j A) column by column (an exponential's result picked from a tile costs an add)
+        acol = ()
+        for j in gl.static_range(T):
+            acol = acol + (_exp2(dcol[j] * a2n, True),)
+        bx = u * Bn
+        # the chunk's states h_j and ah_j = exp(delta_j A) h_{j-1} from the checkpoint, in order
+        h = hin
+        hcol = ()
+        ahcol = ()
+        for j in gl.static_range(T):
+            ahj = acol[j] * h
+            h = _gl_pick(bx, j, LT) + ahj
+            hcol = hcol + (h,)
+            ahcol = ahcol + (ahj,)
+        hs = _gl_tile(hcol, T, LT)
+        ah = _gl_tile(ahcol, T, LT)
+        yacc += hs * Cn
+        g = gy * Cn + gl.where(is_last, gcn[:, None], 0.0)
+        # the adjoint G_j = g_j + a_{j+1} G_{j+1}, from the chunk's last row back
+        Gj = _gl_pick(g, T - 1, LT)
+        gcol = (Gj,)
+        for jj in gl.static_range(1, T):
+            Gj = _gl_pick(g, T - 1 - jj, LT) + acol[T - jj] * Gj
+            gcol = (Gj,) + gcol
+        G = _gl_tile(gcol, T, LT)
+        Gah = G * ah
+        gb_acc += G * Bn
+        ga_acc += Gah * An[:, None]
+        return G * u, gy * hs, dAn + gl.sum(Gah * delta, axis=1), acol[0] * Gj, yacc, gb_acc, ga_acc
+
     @gluon.jit(do_not_specialize=["L", "NCH", "NGRP"])  # NCH 1 specialised: an assertion in Triton 3.6's lowering
     def _scan_bwd_group_smem_kernel(
-        xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtw_ptr, dtb_ptr, a2t_ptr, ant_ptr, dsk_ptr,
+        xz_ptr, xdbl_ptr, dout_ptr, convw_ptr, convb_ptr, dtwt_ptr, dtb_ptr, a2t_ptr, ant_ptr, dsk_ptr,
         ckpt_ptr, gcar_ptr, y_ptr, dxc_ptr, ddp_ptr, dxd_ptr, dA_ptr, dD_ptr, pdel_ptr,
         L, D, NCH, NDB, NGRP,
         s_xz_b, s_xz_l, s_xd_b, s_xd_l, s_do_b, s_do_l, s_do_dir, s_y_b, s_y_l,
@@ -1866,12 +1922,14 @@ if _HAS_GLUON:
     ):
         """`_scan_bwd_group_kernel` (GROUP 6, T 8, BD 32, shared-memory channel sums) with its memory traffic staged
         in shared memory (v8; half-precision inputs, D a multiple of 32 num_warps): same grid (channel block,
-        direction, sample * NGRP + group), inputs and outputs, except the A tables, here transposed: a2t, ant
-        (2, NP4, D) (one state's row of A log2(e) / A over the channels). Chunk c + 1's inputs are copied into the
-        ring (`_bwd_copy_chunk`) while chunk c is computed, the adjoint carry and dA rows of the group's states
-        live in shared memory (read from `gcar` at the start, dA written at the end), and B, C and dt of the
-        chunk's T rows come as broadcast 16-byte shared-memory loads. One warp per 32 channels; num_warps 1 (the
-        channel sums' shared-memory exchange in `_reduce_scatter_smem_ptx` is per warp)."""
+        direction, sample * NGRP + group), inputs and outputs, except the tables, here transposed so that every
+        load of them is one line over the channels: a2t, ant (2, NP4, D) (one state's row of A log2(e) / A) and dtwt
+        (2, RP4, D) (the dt_proj weights). Chunk c + 1's inputs are copied into the ring (`_bwd_copy_chunk`) while
+        chunk c is computed, the adjoint carry and dA rows of the group's states live in shared memory (read from
+        `gcar` at the start, dA written at the end), B, C and dt of the chunk's T rows come as broadcast 16-byte
+        shared-memory loads, and each state's rows from global memory are loaded one state ahead
+        (`_group_state_globals`). One warp per 32 channels; num_warps 1 (the channel sums' shared-memory exchange in
+        `_reduce_scatter_smem_ptx` is per warp)."""
         BD: gl.constexpr = 32 * num_warps
         LT: gl.constexpr = gl.BlockedLayout([1, T], [32, 1], [num_warps, 1], [1, 0])
         LD: gl.constexpr = gl.SliceLayout(1, LT)
@@ -1897,12 +1955,12 @@ if _HAS_GLUON:
         do_f = gl.allocate_shared_memory(do_ty, [2 * T, BD], SL1)
         dt_f = gl.allocate_shared_memory(gl.float32, [2 * RPP, T], SL1)
         bc_f = gl.allocate_shared_memory(gl.float32, [4 * NP4, T], SL1)
-        ck_f = gl.allocate_shared_memory(gl.float32, [2 * NP4, BD], SL1)
         xw_s = _smem_ring(xw_f, half_ty, 2, 2 * T, BD, SL2)
         z_s = _smem_ring(z_f, half_ty, 2, T, BD, SL2)
         do_s = _smem_ring(do_f, do_ty, 2, T, BD, SL2)
         dt_s = _smem_ring(dt_f, gl.float32, 2, RPP, T, SL2)
         bc_s = _smem_ring(bc_f, gl.float32, 2, 2 * NP4, T, SL2)
+        ck_f = gl.allocate_shared_memory(gl.float32, [2 * NP4, BD], SL1)
         ck_s = _smem_ring(ck_f, gl.float32, 2, NP4, BD, SL2)
         gc_s = gl.allocate_shared_memory(gl.float32, [NP4, BD], SL1)
         dA_s = gl.allocate_shared_memory(gl.float32, [NP4, BD], SL1)
@@ -1971,67 +2029,43 @@ if _HAS_GLUON:
             gy = dout * (z * _sigmoid_precise(z, True))
             dtp = gl.zeros([BD, T], gl.float32, LT)
             for r in gl.static_range(R):
-                wr = gl.load(dtw_ptr + (dr * D + offs_d) * RP4 + r)
+                wr = gl.load(dtwt_ptr + (dr * RP4 + r) * D + offs_d)
                 dtp += wr[:, None] * dt_f.index(s * RPP + r).load(LJ)[None, :]
             dtp = dtp + bdt[:, None]  # `_dt_split` and `_softplus_sigmoid` with FAST (no low part)
             delta = gl.where(valid2, _softplus(dtp, True), 0.0)
             sig_dt = _sigmoid(dtp, True, False)
             u = delta * xc
+            dcol = ()
+            for j in gl.static_range(T):
+                dcol = dcol + (_gl_pick(delta, j, LT),)
             yacc = gl.zeros([BD, T], gl.float32, LT)
-            dxc_acc = gl.zeros([BD, T], gl.float32, LT)
-            ddl_acc = gl.zeros([BD, T], gl.float32, LT)
-            lo_off = (c - c_lo) * (NP4 * D)  # back to the group's first chunk
+            gb_acc = gl.zeros([BD, T], gl.float32, LT)  # sum over the states of G B
+            ga_acc = gl.zeros([BD, T], gl.float32, LT)  # sum over the states of G exp(delta A) h A
             lo_mask = (offs_d * 0 + c) > c_lo
             ck_lo = ckpt_ptr + ck_b + c_lo * (NP4 * D) + offs_d
             rs_pos = c * T + rs_row
             rs_valid = rs_lead & (rs_pos < L)
             rs_tok = gl.where(rs_pos < L, rs_pos + dr * (L - 1 - 2 * rs_pos), 0)
             rs_ptr = dxd_base + rs_tok * (2 * NDB * 2 * NP4) + rs_col
+            # each state's rows from global memory are loaded during the state before it (off its chains' start)
+            a2n, An, h_lo = _group_state_globals(0, dr, D, offs_d, a2t_ptr, ant_ptr, ck_lo, lo_mask, NP4)
             for n in range(0, N):
-                a2n = gl.load(a2t_ptr + (dr * NP4 + n) * D + offs_d)
-                An = gl.load(ant_ptr + (dr * NP4 + n) * D + offs_d)
-                Bn = bc_f.index(s * (2 * NP4) + n).load(LJ)[None, :]
-                Cn = bc_f.index(s * (2 * NP4) + NP4 + n).load(LJ)[None, :]
-                hin = ck_f.index(s * NP4 + n).load(LD)
-                # plus the group's entering state, decayed to the chunk's start
-                hin += _exp2(a2n * pdel, True) * gl.load(ck_lo + n * D, mask=lo_mask, other=0.0)
-                gcn = gc_s.index(n).load(LD)
-                dAn = dA_s.index(n).load(LD)
-                a = _exp2(delta * a2n[:, None], True)
-                bx = u * Bn
-                # the chunk's states h_j and ah_j = exp(delta_j A) h_{j-1} from the checkpoint, in order
-                h = hin
-                hcol = ()
-                ahcol = ()
-                for j in gl.static_range(T):
-                    ahj = _gl_pick(a, j, LT) * h
-                    h = _gl_pick(bx, j, LT) + ahj
-                    hcol = hcol + (h,)
-                    ahcol = ahcol + (ahj,)
-                hs = _gl_tile(hcol, T, LT)
-                ah = _gl_tile(ahcol, T, LT)
-                yacc += hs * Cn
-                g = gy * Cn + gl.where(is_last, gcn[:, None], 0.0)
-                # the adjoint G_j = g_j + a_{j+1} G_{j+1}, from the chunk's last row back
-                Gj = _gl_pick(g, T - 1, LT)
-                gcol = (Gj,)
-                for jj in gl.static_range(1, T):
-                    Gj = _gl_pick(g, T - 1 - jj, LT) + _gl_pick(a, T - jj, LT) * Gj
-                    gcol = (Gj,) + gcol
-                G = _gl_tile(gcol, T, LT)
-                Gah = G * ah
-                dA_s.index(n).store(dAn + gl.sum(Gah * delta, axis=1))
-                GB = G * Bn
-                ddl_acc += GB * xc + Gah * An[:, None]
-                dxc_acc += GB * delta
-                dBC = _channel_sums_scattered(G * u, gy * hs, lane2, offs_j, BD, T, SH, True, True)
-                gl.store(rs_ptr + n, dBC, mask=rs_valid)
-                gc_s.index(n).store(_gl_pick(a, 0, LT) * Gj)
+                hin, gcn, dAn, Bn, Cn = _group_state_rows(n, s, a2n, h_lo, pdel, bc_f, ck_f, gc_s, dA_s, NP4, LD,
+                                                          LJ)
+                a2c, Ac = a2n, An
+                a2n, An, h_lo = _group_state_globals(n + 1, dr, D, offs_d, a2t_ptr, ant_ptr, ck_lo, lo_mask, NP4)
+                P, Q, dAn, gcn, yacc, gb_acc, ga_acc = _group_state(
+                    hin, gcn, dAn, Bn, Cn, a2c, Ac, dcol, u, gy, delta, is_last, yacc, gb_acc, ga_acc, T, LT)
+                dA_s.index(n).store(dAn)
+                gl.store(rs_ptr + n, _channel_sums_scattered(P, Q, lane2, offs_j, BD, T, SH, True, True),
+                         mask=rs_valid)
+                gc_s.index(n).store(gcn)
+            # d/d delta of sum_n G (exp(delta A) h_prev A + B u) and d/d xc of G B u + gy D xc
             rows = y_b + tok[None, :] * s_y_l + offs_d[:, None]
             gl.store(y_ptr + rows, yacc + dsk[:, None] * xc, mask=valid2)
-            gl.store(dxc_ptr + rows, dxc_acc + gy * dsk[:, None], mask=valid2)
+            gl.store(dxc_ptr + rows, gb_acc * delta + gy * dsk[:, None], mask=valid2)
             dD_acc += gl.sum(gy * xc, axis=1)
-            gl.store(ddp_ptr + rows, ddl_acc * sig_dt, mask=valid2)
+            gl.store(ddp_ptr + rows, (ga_acc + gb_acc * xc) * sig_dt, mask=valid2)
         for q in gl.static_range(N):
             gl.store(dA_ptr + gslot * (NP4 * D) + q * D + offs_d, dA_s.index(q).load(LD))
         gl.store(dD_ptr + gslot * D + offs_d, dD_acc)
@@ -2718,6 +2752,9 @@ def _sum_directions(batch: int, d_inner: int, device: torch.device) -> bool:
 # scalar loads each): the dt entries as 16-byte loads (3 per token), the conv taps from the chunk's own x columns plus
 # the three positions before it (11 loads instead of 32); bitwise the same results. Scan kernels 4.66-4.74 ->
 # 4.55-4.60 ms per layer at batch 32 x 16 frames, 4.64-4.69 -> 4.52-4.58 at 8 x 64; training step 205.1 -> 201.4 ms.
+# "SMEM_MAXNREG" (sessions 14, 16): the group kernel v8 at 168 registers; shared memory (20.5 KB per program) allows 11
+# programs per multiprocessor, registers 12. Session 16 (batch 32 x 16 frames, two states per state-loop iteration,
+# an option not kept): caps 184 and 200 2.38-2.54 ms per layer against 2.21-2.23 at 168.
 SCAN_BWD_CONFIG = {"VERSION": 5, "GROUP": 6, "BD": 32, "num_warps": 1, "T": 8, "maxnreg": 128, "SWEEP_UNROLL": 2,
                    "SWEEP_MAXNREG": 168, "PF": True, "SWEEP_PF1": 4, "RS_SMEM": True, "DT_VEC": True, "X_COLS": True,
                    "SMEM": True, "SMEM_MAXNREG": 168,
@@ -3111,8 +3148,9 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     if smem is not None:
         # v8 reads one state's row of A over the channels: the tables transposed to (2, NP4, D)
         a2t, ant = a2.transpose(1, 2).contiguous(), aneg.transpose(1, 2).contiguous()
+        dtwt = tabs.dtw.transpose(1, 2).contiguous()  # and the dt_proj weights (2, RP4, D): one column per load
         _scan_bwd_group_smem_kernel[(d_inner // 32, 2, batch * nblk)](
-            xz, xdbl, dout, tabs.convw, tabs.convb, tabs.dtw, tabs.dtb, a2t, ant, tabs.dsk,
+            xz, xdbl, dout, tabs.convw, tabs.convb, dtwt, tabs.dtb, a2t, ant, tabs.dsk,
             ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, pdel,
             length, d_inner, nch, ndb, nblk,
             xz.stride(0), xz.stride(1), xdbl.stride(0), xdbl.stride(1), dout.stride(0), dout.stride(1),
