@@ -3148,7 +3148,7 @@ def _scan_bwd_scan(xz, xdbl, dout, dout_dir_stride, tabs: _Tables, a2, aneg, _sw
     if smem is not None:
         # v8 reads one state's row of A over the channels: the tables transposed to (2, NP4, D)
         a2t, ant = a2.transpose(1, 2).contiguous(), aneg.transpose(1, 2).contiguous()
-        dtwt = tabs.dtw.transpose(1, 2).contiguous()  # and the dt_proj weights (2, RP4, D): one column per load
+        dtwt = tabs.dtw.transpose(1, 2).contiguous()  # and the dt_proj weights, (2, RP4, D): one line per load
         _scan_bwd_group_smem_kernel[(d_inner // 32, 2, batch * nblk)](
             xz, xdbl, dout, tabs.convw, tabs.convb, dtwt, tabs.dtb, a2t, ant, tabs.dsk,
             ckpt, gcar, y, dxc, ddp, dxd_part, dA, dD, pdel,
