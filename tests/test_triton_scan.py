@@ -998,6 +998,35 @@ def test_forward_smem_kernel_compiles_for_sm90(tmp_path):
     assert sum(op.split()[0].startswith("LDS") for op in body) >= 12  # the dt, B and C rows: 3 x 4 16-byte reads
 
 
+def test_backward_group_kernel_compiles_for_sm90(tmp_path):
+    """The backward group kernel v8 (Gluon) compiled for the H100 (sm_90) on this CPU machine, as the GPU would
+    compile it for VideoMamba-Ti (`benchmarks/sass_offline.py bwd` with BWD_SMEM=1): within its register cap, its
+    state loop (the innermost loop) without spills, with the chunk's T exponentials per state and no more than the
+    state's three table rows from global memory (the rest from shared memory), and small enough in shared memory for
+    11 programs per H100 multiprocessor (the occupancy the kernel was tuned at: 228 KB, 1 KB per program reserved)."""
+    import re
+
+    from videomamba import bimamba_triton as bt
+
+    if not bt._HAS_GLUON:
+        pytest.skip("this Triton has no Gluon")
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump")):
+        pytest.skip("this Triton wheel has no cuobjdump")
+    env = dict(os.environ, BWD_SMEM="1", SASS_OUT=str(tmp_path), PYTHONPATH=ROOT)
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, "benchmarks/sass_offline.py", "bwd"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    line = re.search(r"_scan_bwd_group_smem_kernel: regs (\d+) stack \d+ shared (\d+) \+ static (\d+)", proc.stdout)
+    assert line, proc.stdout[-2000:] + proc.stderr[-3000:]
+    regs, shared = int(line.group(1)), int(line.group(2)) + int(line.group(3))
+    assert regs <= bt.SCAN_BWD_CONFIG["SMEM_MAXNREG"], line.group(0)
+    assert 11 * (shared + 1024) <= 228 * 1024, line.group(0)
+    loop = re.search(r"SUMMARY group kernel: .*MUFU (\d+) LDG (\d+) .*spill LDL/STL (\d+)/(\d+)", proc.stdout)
+    assert loop, proc.stdout[-2000:]
+    mufu, ldg, ldl, stl = (int(g) for g in loop.groups())
+    assert mufu >= bt.SCAN_BWD_CONFIG["T"] and ldg <= 3 and ldl == stl == 0, loop.group(0)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
